@@ -1,0 +1,202 @@
+"""The `raygan` command: parse, validate, call the library.
+
+    raygan train tune_configs/smoke.yaml --set train.steps=200 --name smoke --json
+    raygan sample ~/raygan_results/smoke --num 64 --out samples
+    raygan bench tune_configs/smoke.yaml --steps 20 --workers 2 --json
+
+Exit status: 0 success; 2 bad input (one `error: ...` line on stderr, nothing started or written);
+1 a failure at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from raygan.config import Config, load_config
+from raygan.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments in raygan's one-line form."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _common_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="raygan", description="GANs on Ray Train, FID-driven sweeps on Ray Tune.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    train = commands.add_parser("train", help="one data-parallel training run on Ray Train")
+    _common_config_args(train)
+    train.add_argument("--name", help="run name; the same name and storage resumes (default: CONFIG-TIME)")
+    train.add_argument("--storage", help="where runs live: a folder or s3://bucket/prefix (storage.path)")
+    train.add_argument("--dry-run", action="store_true", help="validate, print the resolved config, start nothing")
+
+    sample = commands.add_parser("sample", help="images from a checkpoint or a run's best checkpoint")
+    sample.add_argument("checkpoint", help="checkpoint folder or run folder")
+    sample.add_argument("--num", type=int, default=64, help="number of images")
+    sample.add_argument("--label", type=int, help="class to draw (conditional models); default: all classes in turn")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels)")
+
+    bench = commands.add_parser("bench", help="time the real training step on Ray Train workers")
+    _common_config_args(bench)
+    bench.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
+    bench.add_argument("--workers", type=int, help="override scaling.num_workers")
+    return parser
+
+
+def _load(args, extra: Optional[dict] = None) -> Config:
+    overrides = list(args.overrides)
+    if getattr(args, "storage", None):
+        overrides.append(f"storage.path={json.dumps(args.storage)}")
+    for key, value in (extra or {}).items():
+        overrides.append(f"{key}={json.dumps(value)}")
+    return load_config(args.config, overrides)
+
+
+def storage_root(cfg: Config) -> str:
+    """storage.path as Ray wants it: URIs unchanged, local folders absolute."""
+    if "://" in cfg.storage.path:
+        return cfg.storage.path
+    return str(Path(cfg.storage.path).expanduser().resolve())
+
+
+def _print_json(obj: dict) -> None:
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    print(json.dumps({k: clean(v) for k, v in obj.items()}), flush=True)
+
+
+def cmd_train(args) -> int:
+    cfg = _load(args)
+    name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from raygan.train.ray_train import fit
+
+    from ray.train import TrainingFailedError
+
+    root = storage_root(cfg)
+    try:
+        result = fit(cfg, name, root)
+    except TrainingFailedError as e:
+        print(f"error: run {name} failed: {e}", file=sys.stderr)
+        return 1
+    metrics = result.metrics or {}
+    run = f"{root.rstrip('/')}/{name}"
+    latest = result.checkpoint.path if result.checkpoint else None
+    best = _best_checkpoint(result)
+    print(f"run: {run}")
+    print(f"checkpoints: {latest}" + ("" if best == latest else f" (best: {best})"))
+    if args.json:
+        _print_json(
+            {
+                "run": run,
+                "step": metrics.get("step"),
+                "fid": metrics.get("fid"),
+                "best_fid": metrics.get("best_fid"),
+                "best_checkpoint": best,
+                "health": metrics.get("health"),
+            }
+        )
+    return 0
+
+
+def _best_checkpoint(result) -> Optional[str]:
+    scored = [(m.get("fid"), c.path) for c, m in (result.best_checkpoints or []) if m.get("fid") is not None]
+    if scored:
+        return min(scored)[1]
+    return result.checkpoint.path if result.checkpoint else None
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from raygan.checkpoint import load_generator
+    from raygan.report import save_grid
+    from raygan.train.step import generate
+
+    if args.num < 1:
+        raise UserError(f"--num: must be at least 1, got {args.num}")
+    G, cfg, meta = load_generator(args.checkpoint)
+    num_classes = meta["num_classes"]
+    labels = None
+    if cfg.model.conditional:
+        if args.label is not None and not 0 <= args.label < num_classes:
+            raise UserError(f"--label: {args.label} is outside 0..{num_classes - 1}")
+        labels = torch.full((args.num,), args.label) if args.label is not None else torch.arange(args.num) % num_classes
+    elif args.label is not None:
+        raise UserError(f"--label: {meta['checkpoint']} is not a conditional model")
+    z = torch.randn(args.num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    images = generate(G, z, labels)
+    out = Path(args.out)
+    if out.suffix in (".png", ".npz"):
+        out = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    label_array = labels.numpy() if labels is not None else np.full(args.num, -1)
+    np.savez_compressed(out.with_suffix(".npz"), images=pixels, labels=label_array)
+    save_grid(images, out.with_suffix(".png"), nrow=num_classes if labels is not None and args.label is None else None)
+    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.npz')} ({args.num} images from {meta['checkpoint']})")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.steps < 1:
+        raise UserError(f"--steps: must be at least 1, got {args.steps}")
+    extra = {} if args.workers is None else {"scaling.num_workers": args.workers}
+    cfg = _load(args, extra)
+    import tempfile
+
+    from raygan.train.ray_train import bench
+
+    with tempfile.TemporaryDirectory(prefix="raygan-bench-") as storage:
+        result = bench(cfg, args.steps, storage, name="bench")
+    print(
+        f"{result['workers']} worker(s): {result['images_per_s']:.1f} images/s, "
+        f"{result['step_s'] * 1000:.1f} ms/step, G {result['params_G']:,} / D {result['params_D']:,} parameters"
+    )
+    if args.json:
+        _print_json({k: result[k] for k in ("images_per_s", "step_s", "params_G", "params_D", "workers")})
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

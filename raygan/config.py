@@ -1,0 +1,460 @@
+"""One frozen config tree for a raygan run: YAML in, `--set` overrides, one `validate()`.
+
+    cfg = load_config("tune_configs/smoke.yaml", overrides=["train.steps=100", "optim.d.name=sgd"])
+
+Every key can be overridden with `--set dotted.key=value` (the value is parsed as YAML: numbers,
+booleans, null, lists) and searched by a sweep. Unknown keys, wrong types, out-of-range values and
+contradictions raise `ConfigError("<key>", "<what is wrong>")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from raygan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits | stacked-digits | random | folder | npz
+    path: Optional[str] = None  # folder of images or .npz file (local or s3://); folder/npz only
+    image_size: int = 32  # power of two, 8..256; images are resized to it
+    channels: int = 3  # 1 | 3: random noise and folder images (converted to L or RGB)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "dcgan"  # registry name, see raygan.models.ARCHS
+    latent_dim: int = 100  # size of z
+    g_layers: int = 4  # conv layers in G: starts at image_size / 2**(g_layers-1) px, doubles each layer
+    d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest
+    g_width: int = 64  # channels of G's last hidden layer; doubles towards the input
+    d_width: int = 64  # channels of D's first layer; doubles with depth
+    g_activation: str = "relu"  # relu | leaky_relu
+    d_activation: str = "leaky_relu"  # relu | leaky_relu
+    g_norm: str = "batch"  # batch | none
+    d_norm: str = "batch"  # batch | none | layer | spectral
+    d_dropout: float = 0.0  # dropout after each hidden D activation (MRI project: 0.25..0.45)
+    bn_momentum: float = 0.1  # PyTorch convention: Keras momentum 0.8 is 0.2 here
+    conditional: bool = False  # CGAN: the label conditions G (embedding) and D (projection)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: str = "gan"  # gan | wgan | wgan-gp | hinge | combined
+    label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
+    label_smoothing_mode: str = "fixed"  # fixed | uniform (real targets drawn from U(1 - s, 1))
+    label_flip: float = 0.0  # fraction of D's real/fake targets swapped each step
+    gp_weight: float = 10.0  # wgan-gp gradient penalty weight
+    clip: float = 0.01  # wgan / combined critic weight clipping
+    combined_weight: float = 0.5  # combined: the critic's share of G's loss
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"  # adam | sgd | rmsprop
+    lr: float = 2.0e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # adam
+    momentum: float = 0.0  # sgd, rmsprop
+    nesterov: bool = False  # sgd (needs momentum > 0)
+    alpha: float = 0.99  # rmsprop smoothing
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    g: OptimizerConfig = field(default_factory=OptimizerConfig)
+    d: OptimizerConfig = field(default_factory=OptimizerConfig)
+    critic: Optional[OptimizerConfig] = None  # combined loss's critic; null: same as d
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64  # global, split evenly over scaling.num_workers
+    steps: int = 2000  # generator updates
+    n_critic: int = 1  # D (critic) updates per G update, each on a fresh real batch
+    d_loss_threshold: Optional[float] = None  # D updated only while its batch loss is above this
+    g_loss_threshold: Optional[float] = None  # G updated only while its batch loss is above this
+    ema: float = 0.0  # decay of an exponential moving average of G (0: off)
+    eval_every: int = 250  # steps between evaluations
+    checkpoint_every: int = 250  # steps between checkpoints (rank 0 writes)
+    keep_checkpoints: int = 3  # checkpoints kept in storage (the latest always)
+    report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
+    patience: Optional[int] = None  # stop after this many evaluations without a new best FID
+    stop_on: tuple[str, ...] = ()  # health conditions that stop a run: nan | collapse | ...
+    max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
+    amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
+    channels_last: Optional[bool] = None  # null: on with CUDA, off on CPU
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    features: str = "digits"  # digits | inception | path to a TorchScript feature module
+    num_samples: int = 2000  # generated images per evaluation, from fixed latents
+    inception_weights: Optional[str] = None  # local InceptionV3 FID weights for offline clusters
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    num_workers: int = 1  # Ray Train workers, one DDP rank each
+    use_gpu: bool = False
+    cpus_per_worker: float = 1  # also the torch threads per worker
+    gpus_per_worker: float = 1  # fractional GPUs let trials share a device
+    sync_batchnorm: bool = False  # GPU only: batch statistics over the global batch
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "~/raygan_results"  # local folder or s3://bucket/prefix
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    num_samples: int = 8  # trials drawn from search_space (per grid point)
+    max_concurrent: int = 2  # trials running at once
+    scheduler: dict = field(default_factory=lambda: {"name": "asha"})  # asha | pbt | fifo
+    search_space: dict = field(default_factory=dict)  # "dotted.key": {choice: [...]} ...
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+CHOICES = {
+    "data.name": ("digits", "stacked-digits", "random", "folder", "npz"),
+    "model.g_activation": ("relu", "leaky_relu"),
+    "model.d_activation": ("relu", "leaky_relu"),
+    "model.g_norm": ("batch", "none"),
+    "model.d_norm": ("batch", "none", "layer", "spectral"),
+    "loss.name": ("gan", "wgan", "wgan-gp", "hinge", "combined"),
+    "loss.label_smoothing_mode": ("fixed", "uniform"),
+    "train.amp": (None, "bf16", "fp16"),
+    "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
+    "tune.scheduler.name": ("asha", "pbt", "fifo"),
+}
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-friendly data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where it is lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        non_null = [t for t in options if t is not type(None)]
+        return _coerce(value, non_null[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(key, f"expected a list of {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from nested dicts; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(prefix + str(key), f"unknown key (expected one of: {', '.join(sorted(names))})")
+    values = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**values)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.steps=100` -> ("train.steps", 100); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError("--set", f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(key, f"cannot parse value {raw!r}: {e.problem}") from None
+    return key, value
+
+
+def merge(base: dict, updates: dict) -> dict:
+    """Dotted keys in `updates` applied onto a copy of the nested dict `base`."""
+    tree = _deep_copy(base)
+    for key, value in updates.items():
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def read_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(str(path), f"not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "expected a mapping of config sections at the top level")
+    return data
+
+
+def build_config(tree: dict, overrides: Union[list[str], dict, None] = None) -> Config:
+    """Nested dict + overrides -> validated Config."""
+    if isinstance(overrides, dict):
+        updates = overrides
+    else:
+        updates = dict(parse_override(o) for o in overrides or [])
+    cfg = from_dict(Config, merge(tree, updates))
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: Union[str, Path, None], overrides: Union[list[str], dict, None] = None) -> Config:
+    """Read YAML (or defaults when `path` is None), apply `--set` overrides, validate."""
+    return build_config(read_yaml(path) if path else {}, overrides)
+
+
+def replace(cfg: Config, updates: dict) -> Config:
+    """A new validated Config with dotted-key `updates` applied (used by sweeps)."""
+    return build_config(cfg.to_dict(), updates)
+
+
+def get_dotted(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+            raise ConfigError(key, "not a config key")
+        node = getattr(node, part)
+    return node
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_choice(key: str, value: Any) -> None:
+    allowed = CHOICES[key]
+    if value not in allowed:
+        shown = ", ".join("null" if a is None else str(a) for a in allowed)
+        raise ConfigError(key, f"{value!r} is not one of: {shown}")
+
+
+def _check_range(key: str, value: Optional[float], lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise ConfigError(key, f"must be finite, got {value}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ConfigError(key, f"{value} is outside {left}{lo_s}, {hi_s}{right}")
+
+
+def max_layers(image_size: int) -> int:
+    """Most conv layers G or D can have at `image_size`: the first/last layer works on 4x4 or more."""
+    return int(math.log2(image_size)) - 1
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the first bad key; contradictions between keys included."""
+    d, m, loss, t, s = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.scaling
+    _check_range("seed", cfg.seed, 0)
+
+    _check_choice("data.name", d.name)
+    size = d.image_size
+    if size < 8 or size > 256 or size & (size - 1):
+        raise ConfigError("data.image_size", f"must be a power of two from 8 to 256, got {size}")
+    if d.channels not in (1, 3):
+        raise ConfigError("data.channels", f"must be 1 or 3, got {d.channels}")
+    if d.name in ("folder", "npz") and not d.path:
+        raise ConfigError("data.path", f"data.name {d.name} needs a path")
+    if d.name not in ("folder", "npz") and d.path:
+        raise ConfigError("data.path", f"only used with data.name folder or npz, not {d.name}")
+
+    from raygan.models import ARCHS  # the registry imports this module
+
+    if m.arch not in ARCHS:
+        raise ConfigError("model.arch", f"{m.arch!r} is not one of: {', '.join(ARCHS)}")
+    _check_range("model.latent_dim", m.latent_dim, 1)
+    top = max_layers(size)
+    for key, layers in (("model.g_layers", m.g_layers), ("model.d_layers", m.d_layers)):
+        if not 2 <= layers <= top:
+            raise ConfigError(
+                key, f"{layers} layers cannot make {size}x{size} images (2..{top} layers fit this size)"
+            )
+    _check_range("model.g_width", m.g_width, 1)
+    _check_range("model.d_width", m.d_width, 1)
+    for key in ("model.g_activation", "model.d_activation", "model.g_norm", "model.d_norm"):
+        _check_choice(key, get_dotted(cfg, key))
+    _check_range("model.d_dropout", m.d_dropout, 0, 1, hi_open=True)
+    _check_range("model.bn_momentum", m.bn_momentum, 0, 1)
+
+    _check_choice("loss.name", loss.name)
+    _check_choice("loss.label_smoothing_mode", loss.label_smoothing_mode)
+    _check_range("loss.label_smoothing", loss.label_smoothing, 0, 0.5, hi_open=True)
+    _check_range("loss.label_flip", loss.label_flip, 0, 0.5, hi_open=True)
+    _check_range("loss.gp_weight", loss.gp_weight, 0)
+    _check_range("loss.clip", loss.clip, 0, lo_open=True)
+    _check_range("loss.combined_weight", loss.combined_weight, 0, 1)
+    if loss.name in ("wgan", "wgan-gp", "hinge") and (loss.label_smoothing or loss.label_flip):
+        key = "loss.label_smoothing" if loss.label_smoothing else "loss.label_flip"
+        raise ConfigError(key, f"needs a loss with real/fake targets (gan or combined), not {loss.name}")
+    if loss.name == "wgan-gp" and m.d_norm == "batch":
+        raise ConfigError(
+            "model.d_norm", "batch norm mixes samples, so wgan-gp's per-sample gradient penalty is wrong; "
+            "use layer, none or spectral"
+        )
+
+    for key, opt in (("optim.g", cfg.optim.g), ("optim.d", cfg.optim.d), ("optim.critic", cfg.optim.critic)):
+        if opt is None:
+            continue
+        if opt.name not in OPTIMIZERS:
+            raise ConfigError(f"{key}.name", f"{opt.name!r} is not one of: {', '.join(OPTIMIZERS)}")
+        _check_range(f"{key}.lr", opt.lr, 0, lo_open=True)
+        for i, beta in enumerate(opt.betas):
+            _check_range(f"{key}.betas[{i}]", beta, 0, 1, hi_open=True)
+        _check_range(f"{key}.momentum", opt.momentum, 0, 1, hi_open=True)
+        _check_range(f"{key}.alpha", opt.alpha, 0, 1, hi_open=True)
+        _check_range(f"{key}.weight_decay", opt.weight_decay, 0)
+        if opt.nesterov and (opt.name != "sgd" or opt.momentum <= 0):
+            raise ConfigError(f"{key}.nesterov", "needs name sgd with momentum > 0")
+    if cfg.optim.critic is not None and loss.name != "combined":
+        raise ConfigError("optim.critic", f"only used with loss.name combined, not {loss.name}")
+
+    _check_range("train.batch_size", t.batch_size, 1)
+    _check_range("train.steps", t.steps, 1)
+    _check_range("train.n_critic", t.n_critic, 1)
+    _check_range("train.ema", t.ema, 0, 1, hi_open=True)
+    for key in ("train.eval_every", "train.checkpoint_every", "train.keep_checkpoints", "train.report_every"):
+        _check_range(key, get_dotted(cfg, key), 1)
+    _check_range("train.patience", t.patience, 1)
+    _check_range("train.max_failures", t.max_failures, -1)
+    _check_choice("train.amp", t.amp)
+    for condition in t.stop_on:
+        if condition not in CHOICES["train.stop_on"]:
+            raise ConfigError("train.stop_on", f"{condition!r} is not one of: {', '.join(CHOICES['train.stop_on'])}")
+    if t.amp and not s.use_gpu:
+        raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
+
+    _check_range("eval.num_samples", cfg.eval.num_samples, 1)
+
+    _check_range("scaling.num_workers", s.num_workers, 1)
+    _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
+    _check_range("scaling.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
+    if t.batch_size % s.num_workers:
+        raise ConfigError(
+            "train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers"
+        )
+    if s.sync_batchnorm and not s.use_gpu:
+        raise ConfigError("scaling.sync_batchnorm", "PyTorch's SyncBatchNorm runs on GPUs only")
+
+    if not cfg.storage.path:
+        raise ConfigError("storage.path", "must not be empty")
+
+    _check_range("tune.num_samples", cfg.tune.num_samples, 1)
+    _check_range("tune.max_concurrent", cfg.tune.max_concurrent, 1)
+    if "name" not in cfg.tune.scheduler:
+        raise ConfigError("tune.scheduler.name", "missing")
+    _check_choice("tune.scheduler.name", cfg.tune.scheduler["name"])

@@ -1,0 +1,231 @@
+"""Datasets: images as float tensors in [-1, 1] (N x C x H x W) with integer labels.
+
+    dataset = load_dataset(cfg.data)                 # training split
+    test = load_dataset(cfg.data, split="test")      # held-out split (digits, stacked-digits)
+    images, labels = dataset.batch(torch.arange(16))
+
+Built-in data works offline: `digits` is scikit-learn's bundled 8x8 digits, `stacked-digits` puts three
+of them in the three channels (label = the 3-digit number, 1,000 modes), `random` is noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raygan.config import DataConfig
+from raygan.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DIGITS_TEST_FRACTION = 0.2  # fixed held-out split: 1,437 train / 360 test images
+STACKED_SIZES = {"train": 60_000, "test": 10_000}
+RANDOM_SIZE = 512
+
+
+class ImageDataset:
+    """Indexable images and labels; subclasses may compute items on the fly."""
+
+    num_classes: int
+    channels: int
+    skipped: int = 0  # undecodable files left out
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class TensorImages(ImageDataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int):
+        self.images = images.contiguous()
+        self.labels = labels.long()
+        self.num_classes = num_classes
+        self.channels = images.shape[1]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices):
+        return self.images[indices], self.labels[indices]
+
+
+class StackedDigits(ImageDataset):
+    """Three digits in three channels, drawn once with a fixed seed; label = 100a + 10b + c."""
+
+    def __init__(self, digits: TensorImages, size: int, seed: int):
+        rng = torch.Generator().manual_seed(seed)
+        self.digits = digits
+        self.picks = torch.randint(len(digits), (size, 3), generator=rng)
+        self.num_classes = 1000
+        self.channels = 3
+
+    def __len__(self) -> int:
+        return self.picks.shape[0]
+
+    def batch(self, indices):
+        picks = self.picks[indices]  # B x 3
+        images = self.digits.images[picks.flatten(), 0].view(len(indices), 3, *self.digits.images.shape[2:])
+        digit_labels = self.digits.labels[picks]
+        return images, digit_labels[:, 0] * 100 + digit_labels[:, 1] * 10 + digit_labels[:, 2]
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of N x C x H x W floats (antialiased when shrinking)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    shrinking = images.shape[-1] > size
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images 1797x8x8 in [0, 16], labels, is_test mask): a stratified split fixed by seed 0."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    index = np.arange(len(bunch.target))
+    _, test_index = train_test_split(
+        index, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=bunch.target
+    )
+    is_test = np.zeros(len(index), dtype=bool)
+    is_test[test_index] = True
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64), is_test
+
+
+def digits(split: str, image_size: int) -> TensorImages:
+    images, labels, is_test = _digits_arrays()
+    keep = is_test if split == "test" else ~is_test
+    x = torch.from_numpy(images[keep])[:, None] / 8.0 - 1.0  # [0, 16] -> [-1, 1]
+    return TensorImages(resize(x, image_size).clamp(-1, 1), torch.from_numpy(labels[keep]), 10)
+
+
+def random_noise(image_size: int, channels: int, seed: int = 0) -> TensorImages:
+    rng = torch.Generator().manual_seed(seed)
+    images = torch.rand(RANDOM_SIZE, channels, image_size, image_size, generator=rng) * 2 - 1
+    return TensorImages(images, torch.arange(RANDOM_SIZE) % 10, 10)
+
+
+def _decode(data: bytes, channels: int) -> Optional[np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
+    """uint8 H x W (x C) arrays of any size -> N x C x size x size floats in [-1, 1]."""
+    out = []
+    for array in arrays:
+        x = torch.from_numpy(np.ascontiguousarray(array)).float()
+        x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
+        out.append(resize(x[None] / 127.5 - 1.0, image_size)[0])
+    return torch.stack(out).clamp(-1, 1)
+
+
+def image_folder(path: str, image_size: int, channels: int) -> TensorImages:
+    """Images under `path`; the class is the first sub-folder's name when there are sub-folders."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data.path: {path}: no such folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    class_index = {name: i for i, name in enumerate(class_names)}
+    arrays, labels, skipped = [], [], 0
+    for file in files:
+        array = _decode(file.read_bytes(), channels)
+        if array is None:
+            skipped += 1
+            continue
+        arrays.append(array)
+        parts = file.relative_to(root).parts
+        labels.append(class_index.get(parts[0], 0) if len(parts) > 1 else 0)
+    if not arrays:
+        raise UserError(f"data.path: {path}: no readable images (skipped {skipped} files)")
+    dataset = TensorImages(images_to_tensor(arrays, image_size), torch.tensor(labels), max(1, len(class_names)))
+    dataset.skipped = skipped
+    return dataset
+
+
+def npz_images(path: str, image_size: int) -> TensorImages:
+    """An .npz with `images` (N x C x H x W or N x H x W x C, uint8 or floats in [-1, 1]) and optional `labels`."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"data.path: {path}: no such file")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            if "images" not in npz:
+                raise UserError(f"data.path: {path}: has no 'images' array (found: {', '.join(npz.files)})")
+            images = npz["images"]
+            labels = npz["labels"] if "labels" in npz else np.zeros(len(images), dtype=np.int64)
+    except (ValueError, OSError) as e:
+        raise UserError(f"data.path: {path}: not a readable .npz ({e})") from None
+    if images.ndim != 4 or len(images) == 0:
+        raise UserError(f"data.path: {path}: 'images' must be a non-empty N x C x H x W array, got {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    x = x.float() / 127.5 - 1.0 if images.dtype == np.uint8 else x.float()
+    labels_t = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    return TensorImages(resize(x, image_size).clamp(-1, 1), labels_t, int(labels_t.max()) + 1)
+
+
+def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageDataset:
+    """The dataset `cfg` names; `split` is train or test (test exists for the built-in data)."""
+    if cfg.name == "digits":
+        return digits(split, cfg.image_size)
+    if cfg.name == "stacked-digits":
+        return StackedDigits(digits(split, cfg.image_size), STACKED_SIZES[split], seed=1 if split == "test" else 0)
+    if cfg.name == "random":
+        return random_noise(cfg.image_size, cfg.channels, seed=seed)
+    if cfg.name == "folder":
+        return image_folder(cfg.path, cfg.image_size, cfg.channels)
+    if cfg.name == "npz":
+        return npz_images(cfg.path, cfg.image_size)
+    raise UserError(f"data.name: unknown dataset {cfg.name!r}")
+
+
+def dataset_from_spec(spec: str, image_size: int) -> ImageDataset:
+    """`digits`, `digits:test`, `stacked-digits[:test]` -> dataset (used by `raygan fid`)."""
+    name, _, split = spec.partition(":")
+    return load_dataset(DataConfig(name=name, image_size=image_size), split=split or "train")
+
+
+class BatchIndices:
+    """Which examples each rank reads for global batch k: epochs are seeded permutations laid end to end.
+
+    Rank r of w takes the r-th slice of the global batch, so w workers with batch B/w read exactly
+    what one worker with batch B reads, and the position is a pure function of k (exact resume).
+    """
+
+    def __init__(self, dataset_size: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n = dataset_size
+        self.global_batch = global_batch
+        self.seed = seed
+        self.local = slice(rank * global_batch // world_size, (rank + 1) * global_batch // world_size)
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def __call__(self, k: int) -> torch.Tensor:
+        positions = torch.arange(k * self.global_batch, (k + 1) * self.global_batch)[self.local]
+        epochs = positions // self.n
+        out = torch.empty_like(positions)
+        for epoch in epochs.unique().tolist():
+            mask = epochs == epoch
+            out[mask] = self._permutation(epoch)[positions[mask] % self.n]
+        return out

@@ -1,0 +1,117 @@
+"""Adversarial losses as small pure functions of logits, and the registry `loss.name` picks from.
+
+    LOSSES["hinge"].d(real_logits, fake_logits)   # discriminator / critic loss
+    LOSSES["hinge"].g(fake_logits)                # generator loss
+
+`gan` D losses also take per-sample targets (label smoothing and flipping make them soft).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from raygan.config import LossConfig
+
+
+def d_gan(real_logits, fake_logits, real_targets=None, fake_targets=None):
+    """BCE of D on real (target 1 or smoothed) plus fake (target 0)."""
+    if real_targets is None:
+        real_targets = torch.ones_like(real_logits)
+    if fake_targets is None:
+        fake_targets = torch.zeros_like(fake_logits)
+    return F.binary_cross_entropy_with_logits(real_logits, real_targets) + F.binary_cross_entropy_with_logits(
+        fake_logits, fake_targets
+    )
+
+
+def g_gan(fake_logits):
+    """Non-saturating generator loss: -log D(G(z))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def d_wgan(real_logits, fake_logits):
+    """Critic minimises E[C(fake)] - E[C(real)] (the negative Wasserstein estimate)."""
+    return fake_logits.mean() - real_logits.mean()
+
+
+def g_wgan(fake_logits):
+    return -fake_logits.mean()
+
+
+def d_hinge(real_logits, fake_logits):
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+g_hinge = g_wgan  # the generator side of hinge is the Wasserstein one
+
+
+def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, labels=None, generator=None):
+    """WGAN-GP: E[(||grad_x C(x)|| - 1)^2] on random interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed, labels)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def d_accuracy(real_logits, fake_logits):
+    """Fraction of images D puts on the right side of 0 (real > 0, fake < 0)."""
+    return 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
+
+
+class AdversarialLoss(NamedTuple):
+    d: Callable  # (real_logits, fake_logits[, real_targets, fake_targets]) -> scalar
+    g: Callable  # (fake_logits) -> scalar
+    uses_targets: bool  # takes (soft) real/fake targets
+
+
+LOSSES: dict[str, AdversarialLoss] = {
+    "gan": AdversarialLoss(d_gan, g_gan, True),
+    "wgan": AdversarialLoss(d_wgan, g_wgan, False),
+    "wgan-gp": AdversarialLoss(d_wgan, g_wgan, False),
+    "hinge": AdversarialLoss(d_hinge, g_hinge, False),
+}
+
+
+class AdversarySpec(NamedTuple):
+    """One network G is trained against: its name, loss, share of G's loss and regularisers."""
+
+    name: str  # "D" or "critic"
+    loss: AdversarialLoss
+    g_weight: float  # share of G's loss
+    clip: Optional[float]  # clamp weights to [-clip, clip] after each update (WGAN)
+    gp_weight: float  # gradient penalty weight (WGAN-GP)
+
+
+def adversaries(cfg: LossConfig) -> list[AdversarySpec]:
+    """What `loss.name` trains G against; `combined` is a discriminator plus a clipped critic."""
+    if cfg.name == "combined":
+        return [
+            AdversarySpec("D", LOSSES["gan"], 1.0 - cfg.combined_weight, None, 0.0),
+            AdversarySpec("critic", LOSSES["wgan"], cfg.combined_weight, cfg.clip, 0.0),
+        ]
+    clip = cfg.clip if cfg.name == "wgan" else None
+    gp_weight = cfg.gp_weight if cfg.name == "wgan-gp" else 0.0
+    return [AdversarySpec("D", LOSSES[cfg.name], 1.0, clip, gp_weight)]
+
+
+def d_targets(
+    n: int,
+    label_smoothing: float = 0.0,
+    smoothing_mode: str = "fixed",
+    label_flip: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's targets for n real and n fake images: one-sided smoothing, then a fraction flipped."""
+    if smoothing_mode == "uniform":
+        real = 1.0 - label_smoothing * torch.rand(n, generator=generator)
+    else:
+        real = torch.full((n,), 1.0 - label_smoothing)
+    fake = torch.zeros(n)
+    if label_flip > 0:
+        flip = torch.rand(n, generator=generator) < label_flip
+        real, fake = torch.where(flip, fake, real), torch.where(flip, real, fake)
+    return real, fake

@@ -1,0 +1,76 @@
+"""The training loop around `GANEngine.train_step`: data, cadence, progress; its host comes in as hooks.
+
+    summary = train_loop(engine, dataset, cfg, report=my_report)   # my_report(metrics, checkpoint: bool)
+
+No Ray import: `raygan.train.ray_train` passes hooks that call `ray.train.report`; tests and
+benchmarks pass plain functions. The same code serves `train` and `bench`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from raygan.config import Config
+from raygan.data import BatchIndices, ImageDataset
+from raygan.train.step import GANEngine
+
+ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
+
+
+def is_due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
+    losses = "  ".join(f"{name} {value:.3f}" for name, value in metrics.items() if name.endswith("_loss"))
+    fid = f"  fid {metrics['fid']:.2f}" if metrics.get("fid") is not None else ""
+    eta = time.strftime("%H:%M:%S", time.gmtime(max(eta_s, 0)))
+    return f"step {step}/{last}  {metrics['images_per_s']:.0f} img/s  {losses}{fid}  eta {eta}"
+
+
+def train_loop(
+    engine: GANEngine,  # built, restored from a checkpoint if resuming
+    dataset: ImageDataset,  # the full training set; each rank reads its slice of each global batch
+    cfg: Config,
+    report: ReportFn,  # called at report/eval/checkpoint steps with the metrics since the last call
+    evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> metrics such as fid; all ranks call it
+    progress: Optional[Callable[[str], None]] = None,  # rank 0's progress lines
+    checkpoints: bool = True,  # False for benchmarks
+    last_step: Optional[int] = None,  # default cfg.train.steps
+) -> dict:
+    """Run from `engine.step` to `last_step`; returns timing totals (seconds in steps, evaluation, reports)."""
+    t = cfg.train
+    last = last_step or t.steps
+    indices = BatchIndices(len(dataset), t.batch_size, cfg.seed, engine.rank, engine.world_size)
+    step_times: list[float] = []
+    spent = {"steps": 0.0, "eval": 0.0, "report": 0.0}
+    window_start, window_steps = time.perf_counter(), 0
+    run_start = time.perf_counter()
+    while engine.step < last:
+        start = time.perf_counter()
+        first_batch = engine.step * t.n_critic
+        engine.train_step([dataset.batch(indices(first_batch + i)) for i in range(t.n_critic)])
+        step_times.append(time.perf_counter() - start)
+        spent["steps"] += step_times[-1]
+        window_steps += 1
+        step = engine.step
+        evaluating = evaluate is not None and is_due(step, t.eval_every, last)
+        checkpointing = checkpoints and is_due(step, t.checkpoint_every, last)
+        if not (evaluating or checkpointing or is_due(step, t.report_every, last)):
+            continue
+        elapsed = time.perf_counter() - window_start
+        metrics = engine.pop_metrics()
+        metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
+        if evaluating:
+            eval_start = time.perf_counter()
+            metrics.update(evaluate(engine))
+            spent["eval"] += time.perf_counter() - eval_start
+        if progress is not None:
+            rate = (time.perf_counter() - run_start) / max(len(step_times), 1)
+            progress(format_progress(step, last, metrics, rate * (last - step)))
+        report_start = time.perf_counter()
+        report(metrics, checkpointing)
+        spent["report"] += time.perf_counter() - report_start
+        window_start, window_steps = time.perf_counter(), 0
+    return {"step_times": step_times, "seconds": spent, "wall": time.perf_counter() - run_start}

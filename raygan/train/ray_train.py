@@ -1,0 +1,145 @@
+"""The thin Ray Train adapter: runs `train_loop` on `TorchTrainer` workers with DDP.
+
+    result = fit(cfg, name="smoke", storage_path="/tmp/runs")   # ray.train.Result
+
+Rank 0 writes checkpoints; every rank reports at the same steps (Ray's report is a barrier).
+Running again with the same name and storage resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from ray.train.v2.api.config import LoggingConfig
+
+from raygan.checkpoint import STATE, checkpoint_name, safe_load, write_checkpoint
+from raygan.config import Config, build_config
+from raygan.data import load_dataset
+from raygan.models import count_parameters
+from raygan.train.loop import train_loop
+from raygan.train.step import GANEngine, unwrap
+
+BENCH_WARMUP_STEPS = 3
+
+
+def _prepare(module: torch.nn.Module) -> torch.nn.Module:
+    return ray.train.torch.prepare_model(module, move_to_device=False)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """`train_loop_per_worker`: loop_config holds the resolved config and the mode (train | bench)."""
+    cfg = build_config(loop_config["config"])
+    bench_steps = loop_config.get("bench_steps")
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+    dataset = load_dataset(cfg.data, seed=cfg.seed)
+    engine = GANEngine(cfg, dataset.channels, dataset.num_classes, device, _prepare, rank, world_size)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None and bench_steps is None:
+        with checkpoint.as_directory() as folder:
+            engine.load_state_dict(safe_load(Path(folder) / STATE))
+        if rank == 0:
+            _write_line(f"resumed from step {engine.step}")
+
+    def report(metrics: dict, with_checkpoint: bool) -> None:
+        if with_checkpoint and rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                write_checkpoint(Path(folder), engine, cfg, metrics)
+                ray.train.report(
+                    metrics,
+                    checkpoint=ray.train.Checkpoint.from_directory(folder),
+                    checkpoint_dir_name=checkpoint_name(engine.step),
+                )
+        else:
+            ray.train.report(metrics)
+
+    if bench_steps is not None:
+        summary = train_loop(
+            engine, dataset, cfg, report=lambda m, c: None, checkpoints=False,
+            last_step=BENCH_WARMUP_STEPS + bench_steps,
+        )  # fmt: skip
+        timed = summary["step_times"][BENCH_WARMUP_STEPS:]
+        step_s = statistics.median(timed)
+        ray.train.report(
+            {
+                "step_s": step_s,
+                "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
+                "params_G": count_parameters(unwrap(engine.G)),
+                "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
+                "workers": world_size,
+            }
+        )
+        return
+
+    progress = _write_line if rank == 0 else None
+    train_loop(engine, dataset, cfg, report=report, progress=progress)
+
+
+def _write_line(line: str) -> None:
+    # sys.stdout, not print: Ray Train patches print() into its logger, which echoes each line twice
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def ensure_ray() -> bool:
+    """Join the cluster in RAY_ADDRESS, or start a local one; True if this call connected."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    return True
+
+
+def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int] = None):
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    return ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.to_dict(), "bench_steps": bench_steps},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            logging_config=LoggingConfig(log_level="WARNING"),  # keep progress lines readable
+        ),
+    )
+
+
+def fit(cfg: Config, name: str, storage_path: str):
+    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
+
+    Disconnects from Ray afterwards only if it connected itself, so that workers' last log
+    lines arrive before the caller prints its result.
+    """
+    connected = ensure_ray()
+    try:
+        return trainer(cfg, name, storage_path).fit()
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def bench(cfg: Config, steps: int, storage_path: str, name: str) -> dict:
+    """Times `steps` real training steps (after a short warm-up) on the configured workers."""
+    connected = ensure_ray()
+    try:
+        return dict(trainer(cfg, name, storage_path, bench_steps=steps).fit().metrics)
+    finally:
+        if connected:
+            ray.shutdown()

@@ -1,0 +1,324 @@
+"""The GAN training step: one readable file, no Ray import.
+
+    engine = GANEngine(cfg, channels=1, num_classes=10)
+    metrics = engine.train_step([dataset.batch(idx) for idx in next_indices])  # n_critic real batches
+
+Every variant runs through the same step; they differ only in their loss (see `raygan.losses`), the
+number of D updates per G update (`n_critic`) and the update thresholds. `wrap` turns each network
+into its data-parallel form (Ray Train passes `prepare_model`); all randomness of step k is drawn
+from generators seeded by (seed, k) for the global batch, each rank taking its slice, so w workers
+with batch B/w compute what one worker with batch B computes, and a resumed run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from raygan import losses
+from raygan.config import Config, OptimizerConfig
+from raygan.models import build_discriminator, build_generator
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images in [-1, 1], labels
+
+
+def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.name}")
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> None:
+    """Set the config's values on a (restored) optimizer, so a checkpoint cannot undo a PBT mutation."""
+    fields = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.name == "adam":
+        fields["betas"] = tuple(cfg.betas)
+    elif cfg.name == "sgd":
+        fields.update(momentum=cfg.momentum, nesterov=cfg.nesterov)
+    else:
+        fields.update(alpha=cfg.alpha, momentum=cfg.momentum)
+    for group in optimizer.param_groups:
+        group.update(fields)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def no_sync(model: nn.Module):
+    """DDP's no_sync where the model is DDP-wrapped: the G step must not all-reduce D's gradients."""
+    return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+
+
+def global_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar over ranks, so every rank takes the same skip decision."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+class Adversary:
+    """A network G is trained against (D or critic), its optimizer and its loss."""
+
+    def __init__(self, spec: losses.AdversarySpec, net: nn.Module, optimizer: torch.optim.Optimizer, opt_cfg):
+        self.spec, self.net, self.optimizer, self.opt_cfg = spec, net, optimizer, opt_cfg
+
+
+class GANEngine:
+    def __init__(
+        self,
+        cfg: Config,
+        channels: int,
+        num_classes: int,
+        device: torch.device | str = "cpu",
+        wrap: Callable[[nn.Module], nn.Module] = lambda module: module,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.channels, self.num_classes = channels, num_classes
+        self.conditional = cfg.model.conditional
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = cfg.train.batch_size // world_size
+        self.local = slice(rank * self.local_batch, (rank + 1) * self.local_batch)
+        cuda = self.device.type == "cuda"
+        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if cuda else None
+
+        seeded = torch.random.fork_rng(devices=[])  # identical initial weights on every rank
+        with seeded:
+            torch.manual_seed(cfg.seed)
+            G = build_generator(cfg, channels, num_classes)
+            nets = {spec.name: build_discriminator(cfg, channels, num_classes) for spec in losses.adversaries(cfg.loss)}
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(self.device) if cfg.train.ema > 0 else None
+        self.G = wrap(self._prepare(G))
+        self.opt_G = make_optimizer(cfg.optim.g, self.G.parameters())
+        self.adversaries = []
+        for spec in losses.adversaries(cfg.loss):
+            opt_cfg = (cfg.optim.critic or cfg.optim.d) if spec.name == "critic" else cfg.optim.d
+            net = wrap(self._prepare(nets[spec.name]))
+            self.adversaries.append(Adversary(spec, net, make_optimizer(opt_cfg, net.parameters()), opt_cfg))
+        scaler_on = self.amp_dtype == torch.float16
+        self.scaler_G = torch.amp.GradScaler("cuda", enabled=scaler_on)
+        self.scaler_D = torch.amp.GradScaler("cuda", enabled=scaler_on)
+        self.step = 0
+        self.d_skipped = 0
+        self.g_skipped = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    def _prepare(self, net: nn.Module) -> nn.Module:
+        net = net.to(self.device)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if self.cfg.scaling.sync_batchnorm:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        return net
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    # -- randomness -----------------------------------------------------------------------------
+
+    def _generator(self, purpose: int) -> torch.Generator:
+        """Seeded by (run seed, step, purpose): the same on every rank, and again after a resume."""
+        return torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + self.step) * 16 + purpose) % 2**63)
+
+    def _noise(self, purpose: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """This rank's slice of the global batch of latents (and labels for conditional models)."""
+        g = self._generator(purpose)
+        z = torch.randn(self.cfg.train.batch_size, self.cfg.model.latent_dim, generator=g)[self.local]
+        labels = None
+        if self.conditional:
+            labels = torch.randint(self.num_classes, (self.cfg.train.batch_size,), generator=g)[self.local]
+            labels = labels.to(self.device, non_blocking=True)
+        return z.to(self.device, non_blocking=True), labels
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def train_step(self, real_batches: list[Batch]) -> None:
+        """One G update after `n_critic` updates of each adversary, one real batch each."""
+        cfg = self.cfg
+        torch.manual_seed((cfg.seed * 7919 + self.step * 104_729 + self.rank) % 2**63)  # dropout masks
+        fake = fake_labels = None
+        for i, (images, labels) in enumerate(real_batches):
+            last = i == len(real_batches) - 1
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True) if self.conditional else None
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            z, fake_labels = self._noise(purpose=i)
+            with torch.set_grad_enabled(last), self._autocast():
+                fake = self.G(z, fake_labels)  # the last one is reused by the G update, as in DCGAN
+            for adversary in self.adversaries:
+                self._adversary_update(adversary, images, labels, fake.detach(), fake_labels, purpose=i)
+        self._generator_update(fake, fake_labels)
+        self.step += 1
+
+    def _adversary_update(self, adv: Adversary, real, real_labels, fake, fake_labels, purpose: int) -> None:
+        cfg, spec, net = self.cfg, adv.spec, adv.net
+        with self._autocast():
+            real_logits = net(real, real_labels)  # real and fake apart: BatchNorm sees one kind at a time
+            fake_logits = net(fake, fake_labels)
+            if spec.loss.uses_targets:
+                real_t, fake_t = losses.d_targets(
+                    cfg.train.batch_size,
+                    cfg.loss.label_smoothing,
+                    cfg.loss.label_smoothing_mode,
+                    cfg.loss.label_flip,
+                    generator=self._generator(8 + purpose),
+                )
+                targets = (real_t[self.local].to(self.device), fake_t[self.local].to(self.device))
+                loss = spec.loss.d(real_logits.float(), fake_logits.float(), *targets)
+            else:
+                loss = spec.loss.d(real_logits.float(), fake_logits.float())
+        total = loss
+        if spec.gp_weight:
+            penalty = losses.gradient_penalty(net, real, fake, real_labels, generator=self._generator(12 + purpose))
+            total = loss + spec.gp_weight * penalty
+            self._track(f"{spec.name}_gp", penalty)
+        self._track(f"{spec.name}_loss", loss)
+        self._track(f"{spec.name}_accuracy", losses.d_accuracy(real_logits, fake_logits))
+        threshold = cfg.train.d_loss_threshold
+        if threshold is not None and global_mean(loss).item() <= threshold:
+            self.d_skipped += 1
+            return
+        adv.optimizer.zero_grad(set_to_none=True)
+        self.scaler_D.scale(total).backward()
+        self.scaler_D.step(adv.optimizer)
+        self.scaler_D.update()
+        if spec.clip is not None:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.clamp_(-spec.clip, spec.clip)
+
+    def _generator_update(self, fake: torch.Tensor, fake_labels) -> None:
+        with contextlib.ExitStack() as stack:
+            for adv in self.adversaries:
+                stack.enter_context(no_sync(adv.net))
+                adv.net.requires_grad_(False)  # G's loss needs no gradients of D's weights
+                stack.callback(adv.net.requires_grad_, True)
+            with self._autocast():
+                loss = sum(
+                    adv.spec.g_weight * adv.spec.loss.g(adv.net(fake, fake_labels).float())
+                    for adv in self.adversaries
+                )
+            self._track("g_loss", loss)
+            threshold = self.cfg.train.g_loss_threshold
+            if threshold is not None and global_mean(loss).item() <= threshold:
+                self.g_skipped += 1
+                return
+            self.opt_G.zero_grad(set_to_none=True)
+            self.scaler_G.scale(loss).backward()
+        self.scaler_G.unscale_(self.opt_G)
+        grads = [p.grad for p in self.G.parameters() if p.grad is not None]
+        self._track("g_grad_norm", torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
+        if self.G_ema is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.train.ema
+        G = unwrap(self.G)
+        ema_params = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], 1.0 - decay)
+        for ema_buffer, buffer in zip(self.G_ema.buffers(), G.buffers()):
+            ema_buffer.copy_(buffer)
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def _track(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self._sums[name] = self._sums[name] + value if name in self._sums else value
+        if name == "g_loss":
+            self._count += 1
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Means since the last call (one device sync here, none per step) plus the skip counters."""
+        count = max(self._count, 1)
+        n_adv_updates = count * self.cfg.train.n_critic
+        out = {
+            name: value.item() / (count if name.startswith(("g_", "G_")) else n_adv_updates)
+            for name, value in self._sums.items()
+        }
+        out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
+        self._sums, self._count = {}, 0
+        return out
+
+    # -- sampling and state ---------------------------------------------------------------------
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA copy when there is one."""
+        return self.G_ema if self.G_ema is not None else unwrap(self.G)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "d_skipped": self.d_skipped,
+            "g_skipped": self.g_skipped,
+            "G": unwrap(self.G).state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "scaler_G": self.scaler_G.state_dict(),
+            "scaler_D": self.scaler_D.state_dict(),
+        }
+        for adv in self.adversaries:
+            state[adv.spec.name] = unwrap(adv.net).state_dict()
+            state[f"opt_{adv.spec.name}"] = adv.optimizer.state_dict()
+        if self.G_ema is not None:
+            state["G_ema"] = self.G_ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore everything, then apply the current config's optimizer hyperparameters again."""
+        self.step = int(state["step"])
+        self.d_skipped, self.g_skipped = int(state["d_skipped"]), int(state["g_skipped"])
+        unwrap(self.G).load_state_dict(state["G"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        apply_hyperparameters(self.opt_G, self.cfg.optim.g)
+        self.scaler_G.load_state_dict(state["scaler_G"])
+        self.scaler_D.load_state_dict(state["scaler_D"])
+        for adv in self.adversaries:
+            unwrap(adv.net).load_state_dict(state[adv.spec.name])
+            adv.optimizer.load_state_dict(state[f"opt_{adv.spec.name}"])
+            apply_hyperparameters(adv.optimizer, adv.opt_cfg)
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state.get("G_ema", unwrap(self.G).state_dict()))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, batch_size: int = 500) -> torch.Tensor:
+        """Images in [-1, 1] from `sampler` in eval mode (BatchNorm uses running statistics)."""
+        return generate(self.sampler, z, labels, batch_size, self.device)
+
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, labels=None, batch_size: int = 500, device="cpu") -> torch.Tensor:
+    was_training = G.training
+    G.eval()
+    out = []
+    for start in range(0, z.shape[0], batch_size):
+        zb = z[start : start + batch_size].to(device)
+        lb = None if labels is None else labels[start : start + batch_size].to(device)
+        out.append(G(zb, lb).float().cpu())
+    G.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)

@@ -1,0 +1,144 @@
+import subprocess
+import sys
+
+import pytest
+
+from raygan.config import Config, build_config, load_config, parse_override
+from raygan.errors import ConfigError
+
+
+def test_defaults_validate():
+    cfg = build_config({})
+    assert cfg == Config()
+    assert cfg.optim.g.betas == (0.5, 0.999)
+
+
+def test_config_is_frozen():
+    cfg = build_config({})
+    with pytest.raises(Exception):
+        cfg.train.steps = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text, key, value",
+    [
+        ("train.steps=100", "train.steps", 100),
+        ("optim.g.lr=1e-4", "optim.g.lr", "1e-4"),  # YAML reads it as a string; the float field converts it
+        ("train.d_loss_threshold=null", "train.d_loss_threshold", None),
+        ("model.conditional=true", "model.conditional", True),
+        ("optim.d.betas=[0.0, 0.9]", "optim.d.betas", [0.0, 0.9]),
+        ("train.stop_on=[nan, collapse]", "train.stop_on", ["nan", "collapse"]),
+    ],
+)
+def test_parse_override(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+def test_overrides_are_typed():
+    cfg = build_config({}, ["optim.g.lr=1e-4", "model.conditional=true", "optim.d.betas=[0.0, 0.9]", "train.ema=0.999"])
+    assert cfg.optim.g.lr == pytest.approx(1e-4)
+    assert cfg.model.conditional is True
+    assert cfg.optim.d.betas == (0.0, 0.9)
+    assert cfg.train.ema == 0.999
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["train.stpes=3"], "train.stpes"),
+        (["bogus=1"], "bogus"),
+        (["train.steps=abc"], "train.steps"),
+        (["train.steps=1.5"], "train.steps"),
+        (["model.conditional=3"], "model.conditional"),
+        (["train.steps=0"], "train.steps"),
+        (["loss.name=lsgan"], "loss.name"),
+        (["optim.d.name=adagrad"], "optim.d.name"),
+        (["optim.d.lr=-1"], "optim.d.lr"),
+        (["optim.g.betas=[0.5]"], "optim.g.betas"),
+        (["model.d_dropout=1.0"], "model.d_dropout"),
+        (["data.image_size=48"], "data.image_size"),
+        (["data.image_size=32", "model.g_layers=5"], "model.g_layers"),
+        (["data.image_size=64", "model.d_layers=6"], "model.d_layers"),
+        (["scaling.num_workers=3"], "train.batch_size"),
+        (["loss.name=wgan-gp"], "model.d_norm"),
+        (["loss.name=hinge", "loss.label_smoothing=0.1"], "loss.label_smoothing"),
+        (["data.name=folder"], "data.path"),
+        (["data.path=/tmp/x"], "data.path"),
+        (["train.amp=bf16"], "train.amp"),
+        (["scaling.sync_batchnorm=true"], "scaling.sync_batchnorm"),
+        (["optim.d.nesterov=true"], "optim.d.nesterov"),
+        (["train.stop_on=[boredom]"], "train.stop_on"),
+        (["optim.critic.name=rmsprop"], "optim.critic"),
+        (["model.arch=stylegan"], "model.arch"),
+        (["train.batch_size=-4"], "train.batch_size"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        build_config({}, overrides)
+    assert info.value.key == key, str(info.value)
+    assert str(info.value).startswith(key + ": ")
+
+
+def test_layer_ranges_per_image_size():
+    for size, top in ((32, 4), (64, 5), (128, 6)):
+        build_config({"data": {"image_size": size}, "model": {"g_layers": top, "d_layers": 2}})
+        with pytest.raises(ConfigError):
+            build_config({"data": {"image_size": size}, "model": {"g_layers": top + 1}})
+
+
+def test_yaml_file_and_unknown_section(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("train: {steps: 7}\noptim: {d: {name: sgd, lr: 5.0e-4, momentum: 0.9, nesterov: true}}\n")
+    cfg = load_config(good, ["train.steps=9"])
+    assert cfg.train.steps == 9 and cfg.optim.d.nesterov
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian: {steps: 7}\n")
+    with pytest.raises(ConfigError, match="^trian: unknown key"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_through_dict():
+    cfg = build_config({}, ["loss.name=combined", "optim.critic.name=rmsprop", "train.stop_on=[nan]"])
+    assert build_config(cfg.to_dict()) == cfg
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--set", "train.stpes=3"], "train.stpes"),
+        (["--set", "data.image_size=32", "--set", "model.d_layers=5"], "model.d_layers"),
+        (["--set", "scaling.num_workers=3"], "train.batch_size"),
+        (["--set", "noequals"], "--set"),
+    ],
+)
+def test_cli_bad_config_exits_2_with_one_line(tmp_path, args, key):
+    result = run_cli("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path / "store"), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_cli_dry_run_prints_resolved_config():
+    result = run_cli("train", "tune_configs/smoke.yaml", "--set", "train.steps=7", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    resolved = yaml.safe_load(result.stdout)
+    assert resolved["train"]["steps"] == 7
+    assert resolved["scaling"]["num_workers"] == 2
+
+
+def test_cli_missing_config_and_bad_arguments():
+    result = run_cli("train", "nope.yaml")
+    assert result.returncode == 2 and result.stderr.startswith("error: nope.yaml: config file not found")
+    result = run_cli("frobnicate")
+    assert result.returncode == 2 and result.stderr.startswith("error: ")
