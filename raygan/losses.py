@@ -48,9 +48,11 @@ def d_hinge(real_logits, fake_logits):
 g_hinge = g_wgan  # the generator side of hinge is the Wasserstein one
 
 
-def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, labels=None, generator=None):
-    """WGAN-GP: E[(||grad_x C(x)|| - 1)^2] on random interpolates of real and fake."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, labels=None, alpha=None):
+    """WGAN-GP: E[(||grad_x C(x)|| - 1)^2] on interpolates real * alpha + fake * (1 - alpha)."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device)
+    alpha = alpha.to(real.device).view(-1, 1, 1, 1)
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(mixed, labels)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)

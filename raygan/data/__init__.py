@@ -127,7 +127,7 @@ def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
     """uint8 H x W (x C) arrays of any size -> N x C x size x size floats in [-1, 1]."""
     out = []
     for array in arrays:
-        x = torch.from_numpy(np.ascontiguousarray(array)).float()
+        x = torch.from_numpy(np.array(array, dtype=np.float32))
         x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
         out.append(resize(x[None] / 127.5 - 1.0, image_size)[0])
     return torch.stack(out).clamp(-1, 1)

@@ -192,7 +192,8 @@ class GANEngine:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float())
         total = loss
         if spec.gp_weight:
-            penalty = losses.gradient_penalty(net, real, fake, real_labels, generator=self._generator(12 + purpose))
+            alpha = torch.rand(cfg.train.batch_size, generator=self._generator(12 + purpose))[self.local]
+            penalty = losses.gradient_penalty(net, real, fake, real_labels, alpha)
             total = loss + spec.gp_weight * penalty
             self._track(f"{spec.name}_gp", penalty)
         self._track(f"{spec.name}_loss", loss)

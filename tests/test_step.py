@@ -1,0 +1,170 @@
+"""The training step without Ray: every variant trains, thresholds skip exactly, resume is exact."""
+
+import pytest
+import torch
+
+from raygan.checkpoint import STATE, safe_load, write_checkpoint
+from raygan.config import build_config
+from raygan.data import BatchIndices, load_dataset
+from raygan.train.step import GANEngine, unwrap
+
+TINY = {
+    "data": {"image_size": 16},
+    "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8, "latent_dim": 16},
+    "train": {"batch_size": 16},
+}
+
+
+def tiny(*overrides):
+    return build_config(TINY, list(overrides))
+
+
+def run_steps(engine, dataset, cfg, steps):
+    indices = BatchIndices(len(dataset), cfg.train.batch_size, cfg.seed)
+    n = cfg.train.n_critic
+    for _ in range(steps):
+        first = engine.step * n
+        engine.train_step([dataset.batch(indices(first + i)) for i in range(n)])
+
+
+def make(cfg):
+    dataset = load_dataset(cfg.data)
+    return GANEngine(cfg, dataset.channels, dataset.num_classes), dataset
+
+
+def params(engine):
+    nets = [unwrap(engine.G)] + [unwrap(a.net) for a in engine.adversaries]
+    return torch.cat([p.detach().flatten() for net in nets for p in net.state_dict().values() if p.is_floating_point()])
+
+
+VARIANTS = [
+    ["loss.name=gan"],
+    ["loss.name=gan", "loss.label_smoothing=0.1", "loss.label_flip=0.05", "loss.label_smoothing_mode=uniform"],
+    ["loss.name=wgan", "train.n_critic=2", "optim.d.name=rmsprop", "optim.d.lr=5e-5"],
+    ["loss.name=wgan-gp", "model.d_norm=layer", "train.n_critic=2"],
+    ["loss.name=hinge", "model.d_norm=spectral"],
+    ["loss.name=combined", "optim.critic.name=rmsprop"],
+    ["model.conditional=true", "train.ema=0.9"],
+    ["optim.d.name=sgd", "optim.d.momentum=0.9", "optim.d.nesterov=true", "model.d_dropout=0.3"],
+    ["model.g_activation=leaky_relu", "model.d_norm=none", "model.g_norm=none"],
+    ["data.name=stacked-digits", "model.conditional=true"],
+    ["data.name=random", "data.channels=3"],
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=[" ".join(v) for v in VARIANTS])
+def test_every_variant_trains_with_finite_losses(overrides):
+    cfg = tiny(*overrides)
+    engine, dataset = make(cfg)
+    before = params(engine).clone()
+    run_steps(engine, dataset, cfg, 3)
+    metrics = engine.pop_metrics()
+    assert engine.step == 3
+    losses = {k: v for k, v in metrics.items() if k.endswith("_loss")}
+    assert "g_loss" in losses and "D_loss" in losses
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), metrics
+    assert not torch.equal(before, params(engine))
+    z = torch.randn(5, cfg.model.latent_dim)
+    labels = torch.arange(5) if cfg.model.conditional else None
+    assert engine.generate(z, labels).shape == (5, dataset.channels, 16, 16)
+
+
+def test_wgan_clips_the_critic():
+    cfg = tiny("loss.name=wgan", "loss.clip=0.01")
+    engine, dataset = make(cfg)
+    run_steps(engine, dataset, cfg, 2)
+    assert max(p.abs().max().item() for p in engine.adversaries[0].net.parameters()) <= 0.01 + 1e-7
+
+
+def test_ema_follows_the_generator():
+    cfg = tiny("train.ema=0.5")
+    engine, dataset = make(cfg)
+    start = torch.cat([p.flatten() for p in engine.G_ema.parameters()]).clone()
+    run_steps(engine, dataset, cfg, 2)
+    ema = torch.cat([p.flatten() for p in engine.G_ema.parameters()])
+    g = torch.cat([p.detach().flatten() for p in engine.G.parameters()])
+    assert not torch.equal(ema, start) and not torch.equal(ema, g)
+
+
+def test_d_threshold_skips_exactly_the_updates_below_it():
+    # Above any BCE value: D never updates, its weights never move, every update counts as skipped.
+    cfg = tiny("train.d_loss_threshold=100.0", "train.n_critic=2")
+    engine, dataset = make(cfg)
+    d_before = [p.clone() for p in engine.adversaries[0].net.parameters()]
+    run_steps(engine, dataset, cfg, 3)
+    assert engine.d_skipped == 6 and engine.g_skipped == 0
+    assert all(torch.equal(a, b) for a, b in zip(d_before, engine.adversaries[0].net.parameters()))
+
+
+def test_thresholds_skip_when_and_only_when_the_loss_is_at_or_below():
+    """Replay: with the threshold between the losses of a free run, the skips match that run's losses."""
+    cfg = tiny()
+    engine, dataset = make(cfg)
+    run_steps(engine, dataset, cfg, 1)
+    first_d = engine.pop_metrics()["D_loss"]
+    # threshold just above the first step's D loss: the first update is skipped
+    cfg_skip = tiny(f"train.d_loss_threshold={first_d + 1e-4}")
+    engine, dataset = make(cfg_skip)
+    run_steps(engine, dataset, cfg_skip, 1)
+    assert engine.d_skipped == 1
+    cfg_keep = tiny(f"train.d_loss_threshold={first_d - 1e-4}")
+    engine, dataset = make(cfg_keep)
+    run_steps(engine, dataset, cfg_keep, 1)
+    assert engine.d_skipped == 0
+
+
+def test_g_threshold_freezes_the_generator():
+    cfg = tiny("train.g_loss_threshold=1000.0")
+    engine, dataset = make(cfg)
+    g_before = [p.clone() for p in engine.G.parameters()]
+    run_steps(engine, dataset, cfg, 3)
+    assert engine.g_skipped == 3 and engine.d_skipped == 0
+    assert all(torch.equal(a, b) for a, b in zip(g_before, engine.G.parameters()))
+    assert engine.pop_metrics()["g_skipped"] == 3
+
+
+@pytest.mark.parametrize("overrides", [[], ["loss.name=combined", "train.ema=0.9", "model.conditional=true"]])
+def test_resume_is_exact(tmp_path, overrides):
+    """k steps, checkpoint to disk, fresh engine, k more == 2k uninterrupted."""
+    cfg = tiny(*overrides)
+    straight, dataset = make(cfg)
+    run_steps(straight, dataset, cfg, 6)
+
+    first, _ = make(cfg)
+    run_steps(first, dataset, cfg, 3)
+    write_checkpoint(tmp_path / "ckpt", first, cfg, {})
+    resumed, _ = make(cfg)
+    resumed.load_state_dict(safe_load(tmp_path / "ckpt" / STATE))
+    assert resumed.step == 3
+    run_steps(resumed, dataset, cfg, 3)
+    assert torch.equal(params(straight), params(resumed))
+    if straight.G_ema is not None:
+        assert all(torch.equal(a, b) for a, b in zip(straight.G_ema.parameters(), resumed.G_ema.parameters()))
+
+
+def test_resume_applies_the_configs_hyperparameters(tmp_path):
+    cfg = tiny("optim.g.lr=1e-3", "optim.d.lr=1e-3")
+    engine, dataset = make(cfg)
+    run_steps(engine, dataset, cfg, 1)
+    write_checkpoint(tmp_path / "c", engine, cfg, {})
+    mutated = tiny("optim.g.lr=3e-4", "optim.d.lr=5e-5", "optim.d.betas=[0.0, 0.9]")
+    resumed, _ = make(mutated)
+    resumed.load_state_dict(safe_load(tmp_path / "c" / STATE))
+    assert resumed.opt_G.param_groups[0]["lr"] == 3e-4
+    assert resumed.adversaries[0].optimizer.param_groups[0]["lr"] == 5e-5
+    assert resumed.adversaries[0].optimizer.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+def test_crafted_pickle_is_rejected(tmp_path):
+    import pickle
+
+    from raygan.errors import UserError
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "state.pt"
+    path.write_bytes(pickle.dumps({"G": Boom()}))
+    with pytest.raises(UserError, match="state.pt: not a loadable raygan checkpoint"):
+        safe_load(path)
