@@ -97,6 +97,9 @@ def cmd_train(args) -> int:
 
     from ray.train import TrainingFailedError
 
+    from raygan.data import check_source
+
+    check_source(cfg.data)
     root = storage_root(cfg)
     try:
         result = fit(cfg, name, root)
@@ -169,6 +172,10 @@ def cmd_bench(args) -> int:
     extra = {} if args.workers is None else {"scaling.num_workers": args.workers}
     cfg = _load(args, extra)
     import tempfile
+
+    from raygan.data import check_source
+
+    check_source(cfg.data)
 
     from raygan.train.ray_train import bench
 

@@ -142,3 +142,16 @@ def test_cli_missing_config_and_bad_arguments():
     assert result.returncode == 2 and result.stderr.startswith("error: nope.yaml: config file not found")
     result = run_cli("frobnicate")
     assert result.returncode == 2 and result.stderr.startswith("error: ")
+
+
+def test_cli_missing_data_exits_2_before_ray(tmp_path):
+    result = run_cli("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path / "store"),
+                     "--set", "data.name=folder", "--set", f"data.path={tmp_path}/empty")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: data.path: {tmp_path}/empty: no such folder"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.png").write_bytes(b"garbage")
+    result = run_cli("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path / "store"),
+                     "--set", "data.name=folder", "--set", f"data.path={tmp_path}/empty")  # fmt: skip
+    assert result.returncode == 2 and "no readable images" in result.stderr
+    assert not (tmp_path / "store").exists()

@@ -133,12 +133,16 @@ def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
     return torch.stack(out).clamp(-1, 1)
 
 
-def image_folder(path: str, image_size: int, channels: int) -> TensorImages:
-    """Images under `path`; the class is the first sub-folder's name when there are sub-folders."""
+def _image_files(path: str) -> tuple[Path, list[Path]]:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UserError(f"data.path: {path}: no such folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return root, sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def image_folder(path: str, image_size: int, channels: int) -> TensorImages:
+    """Images under `path`; the class is the first sub-folder's name when there are sub-folders."""
+    root, files = _image_files(path)
     class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     class_index = {name: i for i, name in enumerate(class_names)}
     arrays, labels, skipped = [], [], 0
@@ -193,6 +197,16 @@ def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageD
     if cfg.name == "npz":
         return npz_images(cfg.path, cfg.image_size)
     raise UserError(f"data.name: unknown dataset {cfg.name!r}")
+
+
+def check_source(cfg: DataConfig) -> None:
+    """Fail fast, before Ray starts, on a missing or empty data source (UserError naming data.path)."""
+    if cfg.name == "npz":
+        npz_images(cfg.path, 8)
+    elif cfg.name == "folder" and "://" not in cfg.path:
+        _, files = _image_files(cfg.path)
+        if not any(_decode(f.read_bytes(), cfg.channels) is not None for f in files):
+            raise UserError(f"data.path: {cfg.path}: no readable images ({len(files)} image files)")
 
 
 def dataset_from_spec(spec: str, image_size: int) -> ImageDataset:

@@ -36,7 +36,7 @@ def _prepare(module: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(module, move_to_device=False)
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
+def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     """`train_loop_per_worker`: loop_config holds the resolved config and the mode (train | bench)."""
     cfg = build_config(loop_config["config"])
     bench_steps = loop_config.get("bench_steps")
@@ -45,6 +45,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     device = ray.train.torch.get_device()
     dataset = load_dataset(cfg.data, seed=cfg.seed)
+    if rank == 0 and dataset.skipped:
+        _write_line(f"skipped {dataset.skipped} undecodable files in {cfg.data.path}")
     engine = GANEngine(cfg, dataset.channels, dataset.num_classes, device, _prepare, rank, world_size)
 
     checkpoint = ray.train.get_checkpoint()
@@ -73,16 +75,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         )  # fmt: skip
         timed = summary["step_times"][BENCH_WARMUP_STEPS:]
         step_s = statistics.median(timed)
-        ray.train.report(
-            {
-                "step_s": step_s,
-                "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
-                "params_G": count_parameters(unwrap(engine.G)),
-                "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
-                "workers": world_size,
-            }
-        )
-        return
+        return {  # Result.return_value (rank 0's)
+            "step_s": step_s,
+            "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
+            "params_G": count_parameters(unwrap(engine.G)),
+            "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
+            "workers": world_size,
+        }
 
     progress = _write_line if rank == 0 else None
     train_loop(engine, dataset, cfg, report=report, progress=progress)
@@ -139,7 +138,7 @@ def bench(cfg: Config, steps: int, storage_path: str, name: str) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
     connected = ensure_ray()
     try:
-        return dict(trainer(cfg, name, storage_path, bench_steps=steps).fit().metrics)
+        return trainer(cfg, name, storage_path, bench_steps=steps).fit().return_value
     finally:
         if connected:
             ray.shutdown()

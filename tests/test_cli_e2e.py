@@ -1,0 +1,79 @@
+"""`raygan train`, `sample` and `bench` as a user runs them: separate processes, their own Ray."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def raygan(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    result = raygan("train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage, result
+
+
+def test_train_smoke_on_two_workers(smoke_run):
+    storage, result = smoke_run
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) >= {"run", "step", "fid", "best_fid", "best_checkpoint", "health"}
+    assert summary["run"] == f"{storage}/smoke" and summary["step"] == 100
+    checkpoints = sorted(p.name for p in (storage / "smoke").glob("checkpoint_*") if p.is_dir())
+    assert checkpoints == ["checkpoint_0000050", "checkpoint_0000100"]  # keep_checkpoints: 2
+    assert summary["best_checkpoint"].endswith("checkpoint_0000100")
+    for name in ("state.pt", "generator.pt", "config.json", "meta.json"):
+        assert (storage / "smoke" / "checkpoint_0000100" / name).is_file()
+    assert "step 100/100" in result.stdout + result.stderr  # progress lines
+
+
+def test_train_again_with_the_same_name_resumes(smoke_run):
+    storage, _ = smoke_run
+    result = raygan(
+        "train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage),
+        "--set", "train.steps=125", "--set", "train.checkpoint_every=25", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from step 100" in result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 125
+
+
+def test_sample_from_a_run_and_a_checkpoint(smoke_run, tmp_path):
+    storage, _ = smoke_run
+    result = raygan("sample", str(storage / "smoke"), "--num", "10", "--seed", "3", "--out", str(tmp_path / "grid"))
+    assert result.returncode == 0, result.stderr
+    npz = np.load(tmp_path / "grid.npz")
+    assert npz["images"].shape == (10, 1, 16, 16) and npz["images"].dtype == np.uint8
+    assert len(npz["labels"]) == 10
+    assert Image.open(tmp_path / "grid.png").size[0] > 16
+    earliest = min(p for p in (storage / "smoke").glob("checkpoint_*") if p.is_dir())
+    again = raygan("sample", str(earliest), "--num", "10", "--seed", "3", "--out", str(tmp_path / "early.png"))
+    assert again.returncode == 0, again.stderr
+    assert not np.array_equal(np.load(tmp_path / "early.npz")["images"], npz["images"])
+
+
+def test_sample_bad_input_exits_2(tmp_path, smoke_run):
+    storage, _ = smoke_run
+    result = raygan("sample", str(tmp_path / "nowhere"), "--num", "4", "--out", str(tmp_path / "x"))
+    assert result.returncode == 0 + 2 and result.stderr.startswith("error: ") and "nowhere" in result.stderr
+    result = raygan("sample", str(storage / "smoke"), "--num", "4", "--label", "3", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2 and "not a conditional model" in result.stderr
+
+
+def test_bench_json():
+    result = raygan("bench", "tune_configs/smoke.yaml", "--steps", "5", "--workers", "1", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads(result.stdout.strip().splitlines()[-1])
+    assert bench["workers"] == 1 and bench["images_per_s"] > 0 and bench["step_s"] > 0
+    assert bench["params_G"] > 0 and bench["params_D"] > 0
