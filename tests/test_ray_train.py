@@ -58,3 +58,25 @@ def test_resume_through_ray_equals_an_uninterrupted_run(ray_session, tmp_path):
     resumed = final_state(tmp_path, "resumed", tree, workers=2)  # same name and storage: resumes
     assert resumed["step"] == 6
     assert_same_weights(straight, resumed)
+
+
+def test_folder_streams_through_ray_data_to_two_workers(ray_session, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    for label, name in enumerate(("circles", "squares")):
+        (images / name).mkdir(parents=True)
+        for i in range(24):
+            pixels = np.random.default_rng(i + 100 * label).integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(images / name / f"{i}.png")
+    (images / "squares" / "broken.png").write_bytes(b"not a png")
+    tree = {
+        "data": {"name": "folder", "path": str(images), "image_size": 16, "channels": 3},
+        "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8, "latent_dim": 16, "conditional": True},
+        "train": {"batch_size": 16, "steps": 5, "checkpoint_every": 5, "report_every": 5},
+    }
+    state = final_state(tmp_path, "folder", tree, workers=2)
+    assert state["step"] == 5
+    meta = (list_checkpoints(tmp_path / "folder")[-1] / "meta.json").read_text()
+    assert '"num_classes": 2' in meta and '"channels": 3' in meta

@@ -5,7 +5,7 @@ import torch
 
 from raygan.checkpoint import STATE, safe_load, write_checkpoint
 from raygan.config import build_config
-from raygan.data import BatchIndices, load_dataset
+from raygan.data import indexed_batches, load_dataset
 from raygan.train.step import GANEngine, unwrap
 
 TINY = {
@@ -20,11 +20,11 @@ def tiny(*overrides):
 
 
 def run_steps(engine, dataset, cfg, steps):
-    indices = BatchIndices(len(dataset), cfg.train.batch_size, cfg.seed)
+    batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed)
     n = cfg.train.n_critic
     for _ in range(steps):
         first = engine.step * n
-        engine.train_step([dataset.batch(indices(first + i)) for i in range(n)])
+        engine.train_step([batches(first + i) for i in range(n)])
 
 
 def make(cfg):

@@ -243,3 +243,10 @@ class BatchIndices:
             mask = epochs == epoch
             out[mask] = self._permutation(epoch)[positions[mask] % self.n]
         return out
+
+
+def indexed_batches(dataset: ImageDataset, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+    """k -> this rank's slice of global batch k of an in-memory dataset."""
+    indices = BatchIndices(len(dataset), global_batch, seed, rank, world_size)
+    return lambda k: dataset.batch(indices(k))
+

@@ -1,6 +1,6 @@
 """The training loop around `GANEngine.train_step`: data, cadence, progress; its host comes in as hooks.
 
-    summary = train_loop(engine, dataset, cfg, report=my_report)   # my_report(metrics, checkpoint: bool)
+    summary = train_loop(engine, batches, cfg, report=my_report)   # batches(k) -> (images, labels)
 
 No Ray import: `raygan.train.ray_train` passes hooks that call `ray.train.report`; tests and
 benchmarks pass plain functions. The same code serves `train` and `bench`.
@@ -12,8 +12,7 @@ import time
 from typing import Callable, Optional
 
 from raygan.config import Config
-from raygan.data import BatchIndices, ImageDataset
-from raygan.train.step import GANEngine
+from raygan.train.step import Batch, GANEngine
 
 ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
 
@@ -31,7 +30,7 @@ def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
 
 def train_loop(
     engine: GANEngine,  # built, restored from a checkpoint if resuming
-    dataset: ImageDataset,  # the full training set; each rank reads its slice of each global batch
+    batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
     cfg: Config,
     report: ReportFn,  # called at report/eval/checkpoint steps with the metrics since the last call
     evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> metrics such as fid; all ranks call it
@@ -42,7 +41,6 @@ def train_loop(
     """Run from `engine.step` to `last_step`; returns timing totals (seconds in steps, evaluation, reports)."""
     t = cfg.train
     last = last_step or t.steps
-    indices = BatchIndices(len(dataset), t.batch_size, cfg.seed, engine.rank, engine.world_size)
     step_times: list[float] = []
     spent = {"steps": 0.0, "eval": 0.0, "report": 0.0}
     window_start, window_steps = time.perf_counter(), 0
@@ -50,7 +48,7 @@ def train_loop(
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic
-        engine.train_step([dataset.batch(indices(first_batch + i)) for i in range(t.n_critic)])
+        engine.train_step([batches(first_batch + i) for i in range(t.n_critic)])
         step_times.append(time.perf_counter() - start)
         spent["steps"] += step_times[-1]
         window_steps += 1

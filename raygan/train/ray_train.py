@@ -24,7 +24,8 @@ from ray.train.v2.api.config import LoggingConfig
 
 from raygan.checkpoint import STATE, checkpoint_name, safe_load, write_checkpoint
 from raygan.config import Config, build_config
-from raygan.data import load_dataset
+from raygan.data import indexed_batches, load_dataset
+from raygan.data.stream import StreamedBatches, folder_dataset
 from raygan.models import count_parameters
 from raygan.train.loop import train_loop
 from raygan.train.step import GANEngine, unwrap
@@ -44,10 +45,14 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     device = ray.train.torch.get_device()
-    dataset = load_dataset(cfg.data, seed=cfg.seed)
-    if rank == 0 and dataset.skipped:
-        _write_line(f"skipped {dataset.skipped} undecodable files in {cfg.data.path}")
-    engine = GANEngine(cfg, dataset.channels, dataset.num_classes, device, _prepare, rank, world_size)
+    if cfg.data.name == "folder":  # streamed through Ray Data, a shard per worker
+        channels, num_classes = cfg.data.channels, loop_config["num_classes"]
+        batches = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world_size, cfg.seed)
+    else:
+        dataset = load_dataset(cfg.data, seed=cfg.seed)
+        channels, num_classes = dataset.channels, dataset.num_classes
+        batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed, rank, world_size)
+    engine = GANEngine(cfg, channels, num_classes, device, _prepare, rank, world_size)
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None and bench_steps is None:
@@ -70,7 +75,7 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
 
     if bench_steps is not None:
         summary = train_loop(
-            engine, dataset, cfg, report=lambda m, c: None, checkpoints=False,
+            engine, batches, cfg, report=lambda m, c: None, checkpoints=False,
             last_step=BENCH_WARMUP_STEPS + bench_steps,
         )  # fmt: skip
         timed = summary["step_times"][BENCH_WARMUP_STEPS:]
@@ -84,7 +89,9 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
         }
 
     progress = _write_line if rank == 0 else None
-    train_loop(engine, dataset, cfg, report=report, progress=progress)
+    train_loop(engine, batches, cfg, report=report, progress=progress)
+    if rank == 0 and getattr(batches, "skipped", 0):
+        _write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
 
 
 def _write_line(line: str) -> None:
@@ -103,10 +110,15 @@ def ensure_ray() -> bool:
 
 def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int] = None):
     s = cfg.scaling
+    datasets, loop_config = {}, {"config": cfg.to_dict(), "bench_steps": bench_steps}
+    if cfg.data.name == "folder":
+        datasets["train"], info = folder_dataset(cfg.data)
+        loop_config["num_classes"] = max(1, len(info.class_names))
     resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
     return ray.train.torch.TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.to_dict(), "bench_steps": bench_steps},
+        train_loop_config=loop_config,
+        datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
             num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources
         ),

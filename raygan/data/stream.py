@@ -1,0 +1,130 @@
+"""`data.name: folder` through Ray Data: files are listed on the driver, read and decoded by Ray Data
+tasks, and streamed to the training workers in shards (no full download to the driver).
+
+    dataset, info = folder_dataset(cfg.data)        # driver: a ray.data.Dataset of images and labels
+    TorchTrainer(..., datasets={"train": dataset})   # each worker: ray.train.get_dataset_shard("train")
+
+Works for local folders and any pyarrow filesystem URI (s3://, gs://); the class is the first
+sub-folder's name when there are sub-folders. Undecodable files are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from raygan.config import DataConfig
+from raygan.errors import UserError
+
+SKIPPED_COLUMN = "skipped"
+
+
+class FolderInfo(NamedTuple):
+    files: int
+    class_names: list[str]
+
+
+def _filesystem(path: str):
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(_local(path)))
+    except (pyarrow.ArrowInvalid, OSError) as e:
+        raise UserError(f"data.path: {path}: {e}") from None
+
+
+def _local(path: str):
+    from pathlib import Path
+
+    return Path(path).expanduser().resolve()
+
+
+def list_images(path: str) -> tuple[str, list[str], FolderInfo]:
+    """(root inside its filesystem, image file paths, info) for a folder or prefix; UserError if none."""
+    import pyarrow.fs
+
+    from raygan.data import IMAGE_SUFFIXES
+
+    fs, root = _filesystem(path)
+    try:
+        entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise UserError(f"data.path: {path}: cannot list ({e})") from None
+    files = sorted(
+        e.path for e in entries
+        if e.type == pyarrow.fs.FileType.File and "." + e.path.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
+    )  # fmt: skip
+    if not files:
+        raise UserError(f"data.path: {path}: no image files")
+    relative = [f[len(root) :].lstrip("/").split("/") for f in files]
+    class_names = sorted({parts[0] for parts in relative if len(parts) > 1})
+    return root, files, FolderInfo(len(files), class_names)
+
+
+class _Decoder:
+    """Ray Data batch function: bytes -> fixed-size float images in [-1, 1] and labels."""
+
+    def __init__(self, root: str, class_names: list[str], image_size: int, channels: int):
+        self.root, self.image_size, self.channels = root, image_size, channels
+        self.class_index = {name: i for i, name in enumerate(class_names)}
+
+    def _label(self, path: str) -> int:
+        parts = path[len(self.root) :].lstrip("/").split("/")
+        return self.class_index.get(parts[0], 0) if len(parts) > 1 else 0
+
+    def __call__(self, batch: dict) -> dict:
+        from raygan.data import _decode, images_to_tensor
+
+        arrays, labels = [], []
+        for data, path in zip(batch["bytes"], batch["path"]):
+            array = _decode(data, self.channels)
+            if array is not None:
+                arrays.append(array)
+                labels.append(self._label(path))
+        skipped = np.zeros(len(arrays), dtype=np.int64)
+        if arrays:
+            skipped[0] = len(batch["bytes"]) - len(arrays)  # counted once per batch
+            images = images_to_tensor(arrays, self.image_size).numpy()
+        else:
+            images = np.zeros((0, self.channels, self.image_size, self.image_size), np.float32)
+        return {"image": images, "label": np.asarray(labels, dtype=np.int64), SKIPPED_COLUMN: skipped}
+
+
+def folder_dataset(cfg: DataConfig):
+    """A Ray Data dataset over the images under cfg.path, and what the driver learned listing them."""
+    import ray.data
+
+    root, files, info = list_images(cfg.path)
+    fs, _ = _filesystem(cfg.path)
+    dataset = ray.data.read_binary_files(files, include_paths=True, filesystem=fs)
+    decoder = _Decoder(root, info.class_names, cfg.image_size, cfg.channels)
+    return dataset.map_batches(decoder, batch_format="numpy", batch_size=64), info
+
+
+class StreamedBatches:
+    """Endless local batches from a worker's dataset shard, epoch after epoch; counts skipped files."""
+
+    def __init__(self, shard, local_batch: int, seed: int):
+        self.shard, self.local_batch, self.seed = shard, local_batch, seed
+        self.skipped = 0
+        self._iterator: Iterator | None = None
+
+    def _epochs(self):
+        while True:
+            empty = True
+            for batch in self.shard.iter_torch_batches(
+                batch_size=self.local_batch, drop_last=True, local_shuffle_buffer_size=4 * self.local_batch,
+                local_shuffle_seed=self.seed, device="cpu",
+            ):  # fmt: skip
+                empty = False
+                self.skipped += int(batch[SKIPPED_COLUMN].sum())
+                yield batch["image"], batch["label"]
+            if empty:
+                raise RuntimeError("the dataset shard holds fewer images than one local batch")
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._iterator is None:
+            self._iterator = self._epochs()
+        return next(self._iterator)
