@@ -31,9 +31,10 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:07d}"
 
 
-def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any]) -> Path:
+def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], extra_state: Optional[dict] = None) -> Path:
+    """`extra_state` joins the engine's state in state.pt (the health monitor's history, say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save(engine.state_dict(), folder / STATE)
+    torch.save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
     torch.save(engine.sampler.state_dict(), folder / GENERATOR)
     (folder / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
     shape = {"step": engine.step, "channels": engine.channels, "num_classes": engine.num_classes}

@@ -2,6 +2,7 @@
 
     raygan train tune_configs/smoke.yaml --set train.steps=200 --name smoke --json
     raygan sample ~/raygan_results/smoke --num 64 --out samples
+    raygan fid --real digits --fake digits:test --json
     raygan bench tune_configs/smoke.yaml --steps 20 --workers 2 --json
 
 Exit status: 0 success; 2 bad input (one `error: ...` line on stderr, nothing started or written);
@@ -55,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels)")
 
+    fid = commands.add_parser("fid", help="FID / KID between two image sources")
+    fid.add_argument("--real", required=True, metavar="SPEC",
+                     help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run")
+    fid.add_argument("--fake", required=True, metavar="SPEC", help="same kinds as --real")
+    fid.add_argument("--features", default="digits", help="digits | inception | a TorchScript file")
+    fid.add_argument("--inception-weights", help="local InceptionV3 weights (features inception)")
+    fid.add_argument("--num", type=int, help="images per side (default: all; 2000 samples from a checkpoint)")
+    fid.add_argument("--json", action="store_true")
+
     bench = commands.add_parser("bench", help="time the real training step on Ray Train workers")
     _common_config_args(bench)
     bench.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
@@ -98,8 +108,10 @@ def cmd_train(args) -> int:
     from ray.train import TrainingFailedError
 
     from raygan.data import check_source
+    from raygan.metrics.features import load_extractor
 
     check_source(cfg.data)
+    load_extractor(cfg.eval.features, 1, cfg.eval.inception_weights)  # a missing package or file: exit 2 now
     root = storage_root(cfg)
     try:
         result = fit(cfg, name, root)
@@ -110,8 +122,12 @@ def cmd_train(args) -> int:
     run = f"{root.rstrip('/')}/{name}"
     latest = result.checkpoint.path if result.checkpoint else None
     best = _best_checkpoint(result)
+    health = metrics.get("health") or {}
     print(f"run: {run}")
     print(f"checkpoints: {latest}" + ("" if best == latest else f" (best: {best})"))
+    if metrics.get("best_fid") is not None:
+        print(f"best FID {metrics['best_fid']:.3f} at step {metrics.get('best_step')}; health: {health.get('status')}"
+              + (f"; stopped: {health['stop_reason']}" if health.get("stop_reason") else ""))  # fmt: skip
     if args.json:
         _print_json(
             {
@@ -190,7 +206,20 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "bench": cmd_bench}
+def cmd_fid(args) -> int:
+    from raygan.metrics.compare import fid_between
+
+    if args.num is not None and args.num < 2:
+        raise UserError(f"--num: must be at least 2, got {args.num}")
+    result = fid_between(args.real, args.fake, args.features, args.num, args.inception_weights)
+    print(f"FID {result['fid']:.3f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  MiFID {result['mifid']:.3f}")
+    print(f"  real: {result['real']}\n  fake: {result['fake']}")
+    if args.json:
+        _print_json({k: result[k] for k in ("fid", "kid", "kid_std", "mifid", "num_real", "num_fake")})
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -89,7 +89,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # checkpoints kept in storage (the latest always)
     report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
     patience: Optional[int] = None  # stop after this many evaluations without a new best FID
-    stop_on: tuple[str, ...] = ()  # health conditions that stop a run: nan | collapse | ...
+    stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
     amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
     channels_last: Optional[bool] = None  # null: on with CUDA, off on CPU
@@ -100,6 +100,20 @@ class EvalConfig:
     features: str = "digits"  # digits | inception | path to a TorchScript feature module
     num_samples: int = 2000  # generated images per evaluation, from fixed latents
     inception_weights: Optional[str] = None  # local InceptionV3 FID weights for offline clusters
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Rules of the GAN health monitor, checked at every evaluation (see raygan/metrics/health.py)."""
+
+    collapse_coverage: float = 0.8  # mode collapse: samples cover under this fraction of the real classes ...
+    collapse_kl: float = 0.5  # ... or their class distribution is this far (KL, nats) from the real one ...
+    collapse_diversity: float = 0.5  # ... or feature diversity is under this fraction of the real data's
+    d_win_loss: float = 0.05  # diminished gradient: D's loss under this ...
+    d_win_accuracy: float = 0.99  # ... and its accuracy over this ...
+    window: int = 3  # ... for this many evaluations in a row; also the non-convergence window
+    fid_rise: float = 1.5  # non-convergence: FID this many times its best, `window` evaluations after it ...
+    oscillation: float = 0.5  # ... or G's loss varies this much (std / mean) over `window` evaluations without a new best
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
@@ -438,7 +453,14 @@ def validate(cfg: Config) -> None:
     if t.amp and not s.use_gpu:
         raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
 
-    _check_range("eval.num_samples", cfg.eval.num_samples, 1)
+    _check_range("eval.num_samples", cfg.eval.num_samples, 2)
+    h = cfg.health
+    for key in ("collapse_coverage", "d_win_accuracy"):
+        _check_range(f"health.{key}", getattr(h, key), 0, 1)
+    for key in ("collapse_kl", "collapse_diversity", "d_win_loss", "oscillation"):
+        _check_range(f"health.{key}", getattr(h, key), 0)
+    _check_range("health.window", h.window, 1)
+    _check_range("health.fid_rise", h.fid_rise, 1)
 
     _check_range("scaling.num_workers", s.num_workers, 1)
     _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)

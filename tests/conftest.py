@@ -1,6 +1,7 @@
 """Shared fixtures: one local Ray instance for the whole session (started and stopped here)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ def ray_session():
     """A local Ray with 4 logical CPUs (2 workers + headroom on a 2-core machine)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    tests = str(Path(__file__).parent)  # workers unpickle functions defined in test modules
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
     yield ray
     ray.shutdown()

@@ -46,6 +46,7 @@ def test_train_again_with_the_same_name_resumes(smoke_run):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from step 100" in result.stdout + result.stderr
+    assert "real statistics read from the cache" in result.stdout + result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 125
 
 
@@ -77,3 +78,18 @@ def test_bench_json():
     bench = json.loads(result.stdout.strip().splitlines()[-1])
     assert bench["workers"] == 1 and bench["images_per_s"] > 0 and bench["step_s"] > 0
     assert bench["params_G"] > 0 and bench["params_D"] > 0
+
+
+def test_best_checkpoint_has_the_best_fid_and_health_is_reported(smoke_run):
+    import json as json_module
+    from pathlib import Path
+
+    storage, result = smoke_run
+    summary = json_module.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["fid"] > 0 and summary["best_fid"] <= summary["fid"]
+    best_meta = json_module.loads((Path(summary["best_checkpoint"]) / "meta.json").read_text())
+    assert best_meta["fid"] == pytest.approx(summary["best_fid"])
+    health = summary["health"]
+    assert set(health["flags"]) == {"nan", "collapse", "diminished_gradient", "non_convergence"}
+    assert {"modes_covered", "mode_kl", "diversity"} <= set(health)
+    assert "real statistics computed and cached" in result.stdout + result.stderr

@@ -80,3 +80,39 @@ def test_folder_streams_through_ray_data_to_two_workers(ray_session, tmp_path):
     assert state["step"] == 5
     meta = (list_checkpoints(tmp_path / "folder")[-1] / "meta.json").read_text()
     assert '"num_classes": 2' in meta and '"channels": 3' in meta
+
+
+def _fid_on_workers(config):
+    import ray.train
+
+    from raygan.metrics.fid import FeatureMetrics
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    real, fake = config["real"], config["fake"]
+    metrics = FeatureMetrics(real.shape[1])
+    metrics.add_real(real if rank == 0 else real[:0])
+    metrics.add_fake(fake[len(fake) * rank // world : len(fake) * (rank + 1) // world])
+    return metrics.compute(len(real), len(fake))
+
+
+def test_distributed_fid_equals_the_single_process_value(ray_session, tmp_path):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raygan.metrics.fid import FeatureMetrics
+
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(600, 16, generator=g), 1.2 * torch.randn(500, 16, generator=g) + 0.3
+    single = FeatureMetrics(16)
+    single.add_real(real)
+    single.add_fake(fake)
+    expected = single.compute(600, 500)
+    trainer = TorchTrainer(
+        _fid_on_workers, train_loop_config={"real": real, "fake": fake},
+        scaling_config=ray.train.ScalingConfig(num_workers=2),
+        run_config=ray.train.RunConfig(name="fid", storage_path=str(tmp_path)),
+    )  # fmt: skip
+    distributed = trainer.fit().return_value
+    for key in ("fid", "kid", "mifid"):
+        assert distributed[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key

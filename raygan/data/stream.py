@@ -128,3 +128,23 @@ class StreamedBatches:
         if self._iterator is None:
             self._iterator = self._epochs()
         return next(self._iterator)
+
+
+def read_folder(cfg: DataConfig, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `limit` images of a folder or prefix (evenly spread over the sorted files) and their labels."""
+    from raygan.data import _decode, images_to_tensor
+
+    root, files, info = list_images(cfg.path)
+    fs, _ = _filesystem(cfg.path)
+    picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).round()]
+    decoder = _Decoder(root, info.class_names, cfg.image_size, cfg.channels)
+    arrays, labels = [], []
+    for path in picks:
+        with fs.open_input_stream(path) as stream:
+            array = _decode(stream.read(), cfg.channels)
+        if array is not None:
+            arrays.append(array)
+            labels.append(decoder._label(path))
+    if not arrays:
+        raise UserError(f"data.path: {cfg.path}: no readable images")
+    return images_to_tensor(arrays, cfg.image_size), torch.tensor(labels)

@@ -8,10 +8,12 @@ benchmarks pass plain functions. The same code serves `train` and `bench`.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Optional
 
 from raygan.config import Config
+from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
 
 ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
@@ -23,7 +25,7 @@ def is_due(step: int, every: int, last: int) -> bool:
 
 def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
     losses = "  ".join(f"{name} {value:.3f}" for name, value in metrics.items() if name.endswith("_loss"))
-    fid = f"  fid {metrics['fid']:.2f}" if metrics.get("fid") is not None else ""
+    fid = f"  fid {metrics['fid']:.2f}" if "kid" in metrics else ""  # fresh evaluations only
     eta = time.strftime("%H:%M:%S", time.gmtime(max(eta_s, 0)))
     return f"step {step}/{last}  {metrics['images_per_s']:.0f} img/s  {losses}{fid}  eta {eta}"
 
@@ -33,18 +35,20 @@ def train_loop(
     batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
     cfg: Config,
     report: ReportFn,  # called at report/eval/checkpoint steps with the metrics since the last call
-    evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> metrics such as fid; all ranks call it
+    evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> fid, kid, modes ...; all ranks call it
+    monitor: Optional[HealthMonitor] = None,  # judges each evaluation; may stop the run
     progress: Optional[Callable[[str], None]] = None,  # rank 0's progress lines
     checkpoints: bool = True,  # False for benchmarks
     last_step: Optional[int] = None,  # default cfg.train.steps
 ) -> dict:
-    """Run from `engine.step` to `last_step`; returns timing totals (seconds in steps, evaluation, reports)."""
+    """Run from `engine.step` to `last_step` (or a health stop); returns timing totals in seconds."""
     t = cfg.train
     last = last_step or t.steps
     step_times: list[float] = []
     spent = {"steps": 0.0, "eval": 0.0, "report": 0.0}
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
+    last_fid = math.inf
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic
@@ -60,15 +64,28 @@ def train_loop(
         elapsed = time.perf_counter() - window_start
         metrics = engine.pop_metrics()
         metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
+        stopping = False
         if evaluating:
             eval_start = time.perf_counter()
             metrics.update(evaluate(engine))
             spent["eval"] += time.perf_counter() - eval_start
+            last_fid = metrics["fid"]
+            if monitor is not None:
+                metrics.update(monitor.observe(step, metrics))
+                metrics["health"] = monitor.summary(metrics)
+                stopping = monitor.stop_reason is not None
+                checkpointing = checkpoints and (checkpointing or bool(metrics["new_best"]) or stopping)
+        if checkpointing:
+            metrics.setdefault("fid", last_fid)  # checkpoints are ranked by FID
         if progress is not None:
             rate = (time.perf_counter() - run_start) / max(len(step_times), 1)
             progress(format_progress(step, last, metrics, rate * (last - step)))
+            if stopping:
+                progress(f"stopping at step {step}: {monitor.stop_reason}")
         report_start = time.perf_counter()
         report(metrics, checkpointing)
         spent["report"] += time.perf_counter() - report_start
         window_start, window_steps = time.perf_counter(), 0
+        if stopping:
+            break
     return {"step_times": step_times, "seconds": spent, "wall": time.perf_counter() - run_start}

@@ -26,6 +26,8 @@ from raygan.checkpoint import STATE, checkpoint_name, safe_load, write_checkpoin
 from raygan.config import Config, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset
+from raygan.metrics.evaluator import Evaluator
+from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
 from raygan.train.loop import train_loop
 from raygan.train.step import GANEngine, unwrap
@@ -54,17 +56,28 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
         batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed, rank, world_size)
     engine = GANEngine(cfg, channels, num_classes, device, _prepare, rank, world_size)
 
+    if bench_steps is not None:
+        return _bench(engine, batches, cfg, bench_steps, world_size)
+
+    bounded_d_loss = cfg.loss.name not in ("wgan", "wgan-gp")
+    monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and bench_steps is None:
+    if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            engine.load_state_dict(safe_load(Path(folder) / STATE))
+            state = safe_load(Path(folder) / STATE)
+        engine.load_state_dict(state)
+        if "health" in state:
+            monitor.load_state_dict(state["health"])
         if rank == 0:
             _write_line(f"resumed from step {engine.step}")
+    evaluate = Evaluator(cfg, channels, num_classes, rank, world_size, loop_config["storage_root"], device)
+    if rank == 0:
+        _write_line("real statistics " + ("computed and cached" if evaluate.real_computed else "read from the cache"))
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
         if with_checkpoint and rank == 0:
             with tempfile.TemporaryDirectory() as folder:
-                write_checkpoint(Path(folder), engine, cfg, metrics)
+                write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()})
                 ray.train.report(
                     metrics,
                     checkpoint=ray.train.Checkpoint.from_directory(folder),
@@ -73,25 +86,26 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
         else:
             ray.train.report(metrics)
 
-    if bench_steps is not None:
-        summary = train_loop(
-            engine, batches, cfg, report=lambda m, c: None, checkpoints=False,
-            last_step=BENCH_WARMUP_STEPS + bench_steps,
-        )  # fmt: skip
-        timed = summary["step_times"][BENCH_WARMUP_STEPS:]
-        step_s = statistics.median(timed)
-        return {  # Result.return_value (rank 0's)
-            "step_s": step_s,
-            "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
-            "params_G": count_parameters(unwrap(engine.G)),
-            "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
-            "workers": world_size,
-        }
-
     progress = _write_line if rank == 0 else None
-    train_loop(engine, batches, cfg, report=report, progress=progress)
+    train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)
     if rank == 0 and getattr(batches, "skipped", 0):
         _write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
+
+
+def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int) -> dict:
+    """Median time of `steps` real training steps after a warm-up; Result.return_value (rank 0's)."""
+    summary = train_loop(
+        engine, batches, cfg, report=lambda metrics, checkpoint: None, checkpoints=False,
+        last_step=BENCH_WARMUP_STEPS + steps,
+    )  # fmt: skip
+    step_s = statistics.median(summary["step_times"][BENCH_WARMUP_STEPS:])
+    return {
+        "step_s": step_s,
+        "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
+        "params_G": count_parameters(unwrap(engine.G)),
+        "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
+        "workers": world_size,
+    }
 
 
 def _write_line(line: str) -> None:
@@ -110,7 +124,8 @@ def ensure_ray() -> bool:
 
 def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int] = None):
     s = cfg.scaling
-    datasets, loop_config = {}, {"config": cfg.to_dict(), "bench_steps": bench_steps}
+    datasets = {}
+    loop_config = {"config": cfg.to_dict(), "bench_steps": bench_steps, "storage_root": storage_path}
     if cfg.data.name == "folder":
         datasets["train"], info = folder_dataset(cfg.data)
         loop_config["num_classes"] = max(1, len(info.class_names))
@@ -126,7 +141,9 @@ def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int
             name=name,
             storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            checkpoint_config=ray.train.CheckpointConfig(  # the best by FID, and always the latest
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute="fid", checkpoint_score_order="min"
+            ),
             logging_config=LoggingConfig(log_level="WARNING"),  # keep progress lines readable
         ),
     )

@@ -17,10 +17,10 @@ import copy
 from typing import Any, Callable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from raygan import losses
+from raygan.collectives import all_reduce_mean
 from raygan.config import Config, OptimizerConfig
 from raygan.models import build_discriminator, build_generator
 
@@ -61,15 +61,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 def no_sync(model: nn.Module):
     """DDP's no_sync where the model is DDP-wrapped: the G step must not all-reduce D's gradients."""
     return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
-
-
-def global_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a scalar over ranks, so every rank takes the same skip decision."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
 
 
 class Adversary:
@@ -199,7 +190,7 @@ class GANEngine:
         self._track(f"{spec.name}_loss", loss)
         self._track(f"{spec.name}_accuracy", losses.d_accuracy(real_logits, fake_logits))
         threshold = cfg.train.d_loss_threshold
-        if threshold is not None and global_mean(loss).item() <= threshold:
+        if threshold is not None and all_reduce_mean(loss).item() <= threshold:
             self.d_skipped += 1
             return
         adv.optimizer.zero_grad(set_to_none=True)
@@ -224,7 +215,7 @@ class GANEngine:
                 )
             self._track("g_loss", loss)
             threshold = self.cfg.train.g_loss_threshold
-            if threshold is not None and global_mean(loss).item() <= threshold:
+            if threshold is not None and all_reduce_mean(loss).item() <= threshold:
                 self.g_skipped += 1
                 return
             self.opt_G.zero_grad(set_to_none=True)
@@ -255,13 +246,14 @@ class GANEngine:
             self._count += 1
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means since the last call (one device sync here, none per step) plus the skip counters."""
+        """Means over ranks and steps since the last call (one sync here, none per step), plus skip counts."""
         count = max(self._count, 1)
         n_adv_updates = count * self.cfg.train.n_critic
-        out = {
-            name: value.item() / (count if name.startswith(("g_", "G_")) else n_adv_updates)
-            for name, value in self._sums.items()
-        }
+        names = sorted(self._sums)
+        divisors = [count if name.startswith("g_") else n_adv_updates for name in names]
+        sums = torch.stack([self._sums[name] for name in names]) if names else torch.zeros(0)
+        means = (all_reduce_mean(sums) / torch.tensor(divisors, device=sums.device)).tolist()  # same on every rank
+        out = dict(zip(names, means))
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
         self._sums, self._count = {}, 0
         return out

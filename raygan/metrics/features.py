@@ -1,0 +1,152 @@
+"""Feature extractors for FID/KID, a registry by `eval.features` name.
+
+    extractor = load_extractor("digits", channels=1)
+    feats = extractor.features(images01)      # N x num_features, images in [0, 1]
+    labels = extractor.classify(images01)     # N class ids, or None where the extractor has no classes
+
+- `digits`: the shipped digits CNN (128 features); on 3 channels it is applied per channel
+  (`stacked-digits`: 384 features, class = 100a + 10b + c, 1,000 modes).
+- `inception`: torchmetrics' FID InceptionV3 (2048 features); `eval.inception_weights` is a local
+  weights file for clusters without internet.
+- a path to a TorchScript module (`*.pt`/`*.pth`/`*.ts`): maps [0, 1] images to N x F features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from raygan.errors import ConfigError
+
+
+class Extractor(nn.Module):
+    """Features (and optionally classes) of images in [0, 1]; `identity` keys cached real statistics."""
+
+    num_features: int
+    num_classes: int = 0
+    identity: str
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classify(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        return None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+class DigitsExtractor(Extractor):
+    def __init__(self, channels: int):
+        super().__init__()
+        from raygan.metrics.digits_net import WEIGHTS, DigitsNet, load_digits_net
+
+        self.net: DigitsNet = load_digits_net()
+        self.channels = channels
+        self.num_features = DigitsNet.num_features * channels
+        self.num_classes = 10**channels
+        self.identity = f"digits-{_file_digest(WEIGHTS)}-c{channels}"
+
+    def _per_channel(self, images: torch.Tensor) -> torch.Tensor:
+        n, c = images.shape[:2]
+        return images.reshape(n * c, 1, *images.shape[2:])
+
+    @torch.no_grad()
+    def features(self, images):
+        n = images.shape[0]
+        return self.net.features(self._per_channel(images)).reshape(n, -1)
+
+    @torch.no_grad()
+    def classify(self, images):
+        n, c = images.shape[:2]
+        digits = self.net(self._per_channel(images)).argmax(1).reshape(n, c)
+        place = 10 ** torch.arange(c - 1, -1, -1, device=digits.device)
+        return (digits * place).sum(1)
+
+
+class InceptionExtractor(Extractor):
+    """torchmetrics' FID InceptionV3 (pool3, 2048 features); 1-channel images are repeated to RGB."""
+
+    num_features = 2048
+
+    def __init__(self, weights: Optional[str]):
+        super().__init__()
+        self.net = load_inception(weights)
+        self.identity = f"inception-{_file_digest(Path(weights)) if weights else 'default'}"
+
+    @torch.no_grad()
+    def features(self, images):
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        return self.net((images.clamp(0, 1) * 255).to(torch.uint8)).float()
+
+
+def load_inception(weights: Optional[str]) -> nn.Module:
+    """torchmetrics' FeatureExtractorInceptionV3, from a local file when given; ConfigError naming the fix."""
+    from torchmetrics.image.fid import NoTrainInceptionV3
+    from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise ConfigError(
+            "eval.features",
+            "inception needs torch-fidelity (torchmetrics' InceptionV3): `pip install -c constraints.txt "
+            "torch-fidelity` where torchvision installs (CUDA torch), or use features: digits or a TorchScript file",
+        )
+    if weights is None:
+        raise ConfigError(
+            "eval.inception_weights",
+            "inception needs a local weights file on this machine: download pt_inception-2015-12-05-6726825d.pth "
+            "(torch-fidelity's FID InceptionV3) once and set eval.inception_weights to its path",
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError("eval.inception_weights", f"{weights}: no such file")
+    try:
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+    except Exception as e:  # torch-fidelity raises several types for bad files
+        raise ConfigError("eval.inception_weights", f"{weights}: cannot load InceptionV3 weights ({e})") from None
+
+
+class ScriptedExtractor(Extractor):
+    def __init__(self, path: str):
+        super().__init__()
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError("eval.features", f"{path}: no such TorchScript file")
+        try:
+            self.net = torch.jit.load(str(file), map_location="cpu").eval()
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError("eval.features", f"{path}: not a TorchScript module ({str(e).splitlines()[0]})") from None
+        self.num_features = int(getattr(self.net, "num_features", 0)) or None
+        self.identity = f"script-{_file_digest(file)}"
+
+    @torch.no_grad()
+    def features(self, images):
+        return self.net(images).float().flatten(1)
+
+
+FEATURES: dict[str, Callable[..., Extractor]] = {
+    "digits": lambda channels, weights: DigitsExtractor(channels),
+    "inception": lambda channels, weights: InceptionExtractor(weights),
+}
+
+
+def load_extractor(name: str, channels: int, inception_weights: Optional[str] = None) -> Extractor:
+    """The extractor `eval.features` names, or a TorchScript module at that path."""
+    if name in FEATURES:
+        extractor = FEATURES[name](channels, inception_weights)
+    elif Path(name).suffix in (".pt", ".pth", ".ts", ".jit"):
+        extractor = ScriptedExtractor(name)
+    else:
+        raise ConfigError("eval.features", f"{name!r} is not one of: {', '.join(FEATURES)}, or a TorchScript file")
+    if extractor.num_features is None:  # a scripted module without the attribute: measure it
+        extractor.num_features = extractor.features(torch.rand(2, channels, 32, 32)).shape[1]
+    return extractor.eval()

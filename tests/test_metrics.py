@@ -1,0 +1,145 @@
+"""FID / KID against independent computations and properties; cached real statistics; raygan fid."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from raygan.config import DataConfig
+from raygan.data import load_dataset
+from raygan.metrics import fid as fid_module
+from raygan.metrics.features import load_extractor
+from raygan.metrics.fid import FeatureMetrics, extract, mode_statistics, real_statistics
+
+
+@pytest.fixture(scope="module")
+def digits_features():
+    extractor = load_extractor("digits", channels=1)
+    train = load_dataset(DataConfig(image_size=32)).images
+    return extractor, train, extract(extractor, train)[0]
+
+
+def fid_of(real, fake):
+    metrics = FeatureMetrics(real.shape[1])
+    metrics.add_real(real)
+    metrics.add_fake(fake)
+    return metrics.compute(len(real), len(fake))
+
+
+def frechet_numpy(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook Frechet distance, written independently with numpy/scipy."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def test_fid_matches_an_independent_frechet_distance(digits_features):
+    _, _, features = digits_features
+    a, b = features[:700].double(), features[700:].double()
+    b = b + 0.3 * torch.randn_like(b, generator=None)  # make them differ noticeably
+    ours = fid_of(a, b)["fid"]
+    assert ours == pytest.approx(frechet_numpy(a.numpy(), b.numpy()), rel=1e-6)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric(digits_features):
+    _, _, features = digits_features
+    assert abs(fid_of(features, features)["fid"]) < 1e-6
+    a, b = features[:700], features[700:1400] * 1.1
+    assert fid_of(a, b)["fid"] == pytest.approx(fid_of(b, a)["fid"], rel=1e-9)
+
+
+def test_kid_is_about_zero_for_identical_sets(digits_features):
+    _, _, features = digits_features
+    result = fid_of(features, features)
+    assert abs(result["kid"]) < 1e-3
+
+
+def blur(images, strength):
+    kernel = torch.ones(1, 1, strength * 2 + 1, strength * 2 + 1) / (strength * 2 + 1) ** 2
+    return F.conv2d(images, kernel, padding=strength)
+
+
+@pytest.mark.parametrize("corrupt", ["noise", "blur"])
+def test_fid_rises_with_the_strength_of_a_corruption(digits_features, corrupt):
+    extractor, images, features = digits_features
+    g = torch.Generator().manual_seed(0)
+    scores = []
+    for strength in (1, 2, 3):
+        if corrupt == "noise":
+            corrupted = (images + 0.25 * strength * torch.randn(images.shape, generator=g)).clamp(-1, 1)
+        else:
+            corrupted = blur(images, strength)
+        scores.append(fid_of(features, extract(extractor, corrupted)[0])["fid"])
+    assert scores[0] < scores[1] < scores[2], scores
+    assert scores[0] > fid_of(features, features)["fid"]
+
+
+def test_mode_statistics():
+    real = torch.full((10,), 100.0)
+    collapsed = torch.zeros(10)
+    collapsed[3] = 500
+    stats = mode_statistics(collapsed, real)
+    assert stats["modes_covered"] == 1 and stats["modes_total"] == 10
+    assert stats["mode_kl"] == pytest.approx(np.log(10), rel=0.01)
+    assert mode_statistics(real, real)["mode_kl"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_stacked_digits_classes_are_three_digit_numbers():
+    extractor = load_extractor("digits", channels=3)
+    data = load_dataset(DataConfig(name="stacked-digits", image_size=32), split="test")
+    images, labels = data.batch(torch.arange(200))
+    _, predicted = extract(extractor, images)
+    assert extractor.num_features == 384 and extractor.num_classes == 1000
+    assert (predicted == labels).float().mean() > 0.97
+
+
+def test_real_statistics_are_computed_once_per_dataset_and_extractor(tmp_path, monkeypatch):
+    calls = []
+    original = fid_module.compute_real_statistics
+    monkeypatch.setattr(fid_module, "compute_real_statistics", lambda *a: calls.append(1) or original(*a))
+    extractor = load_extractor("digits", channels=1)
+    cfg = DataConfig(image_size=16)
+    first, computed = real_statistics(cfg, extractor, str(tmp_path), labelled=True)
+    again, computed_again = real_statistics(cfg, extractor, str(tmp_path), labelled=True)
+    assert (computed, computed_again, len(calls)) == (True, False, 1)
+    assert torch.equal(first["features"], again["features"]) and first["class_hist"].sum() == 1437
+    real_statistics(DataConfig(image_size=32), extractor, str(tmp_path), labelled=True)  # another key
+    assert len(calls) == 2 and len(list((tmp_path / ".raygan_cache").iterdir())) == 2
+
+
+def raygan(*args):
+    return subprocess.run([sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_fid_command_on_datasets_and_npz(tmp_path):
+    result = raygan("fid", "--real", "digits", "--fake", "digits:test", "--json")
+    assert result.returncode == 0, result.stderr
+    floor = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 < floor["fid"] < 1.0 and floor["num_real"] == 1437 and floor["num_fake"] == 360
+    noise = (np.random.default_rng(0).random((300, 1, 32, 32)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    result = raygan("fid", "--real", "digits:test", "--fake", str(tmp_path / "noise.npz"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["fid"] > 50 * floor["fid"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--real", "digits", "--fake", "/no/such/thing"], "/no/such/thing"),
+        (["--real", "digits:validation", "--fake", "digits"], "digits:validation"),
+        (["--real", "digits", "--fake", "stacked-digits"], "channels"),
+        (["--real", "digits", "--fake", "digits", "--features", "inception"], "eval.features"),
+        (["--real", "digits", "--fake", "digits", "--features", "nonsense"], "eval.features"),
+    ],
+)
+def test_fid_command_bad_input(args, needle):
+    result = raygan("fid", *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and needle in result.stderr and "Traceback" not in result.stderr
