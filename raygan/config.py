@@ -64,7 +64,7 @@ class OptimizerConfig:
     lr: float = 2.0e-4
     betas: tuple[float, float] = (0.5, 0.999)  # adam
     momentum: float = 0.0  # sgd, rmsprop
-    nesterov: bool = False  # sgd (needs momentum > 0)
+    nesterov: bool = False  # sgd only (needs momentum > 0)
     alpha: float = 0.99  # rmsprop smoothing
     weight_decay: float = 0.0
 
@@ -433,8 +433,8 @@ def validate(cfg: Config) -> None:
         _check_range(f"{key}.momentum", opt.momentum, 0, 1, hi_open=True)
         _check_range(f"{key}.alpha", opt.alpha, 0, 1, hi_open=True)
         _check_range(f"{key}.weight_decay", opt.weight_decay, 0)
-        if opt.nesterov and (opt.name != "sgd" or opt.momentum <= 0):
-            raise ConfigError(f"{key}.nesterov", "needs name sgd with momentum > 0")
+        if opt.name == "sgd" and opt.nesterov and opt.momentum <= 0:  # ignored by adam / rmsprop, so sweeps can mix
+            raise ConfigError(f"{key}.nesterov", "needs momentum > 0")
     if cfg.optim.critic is not None and loss.name != "combined":
         raise ConfigError("optim.critic", f"only used with loss.name combined, not {loss.name}")
 

@@ -93,3 +93,11 @@ def test_best_checkpoint_has_the_best_fid_and_health_is_reported(smoke_run):
     assert set(health["flags"]) == {"nan", "collapse", "diminished_gradient", "non_convergence"}
     assert {"modes_covered", "mode_kl", "diversity"} <= set(health)
     assert "real statistics computed and cached" in result.stdout + result.stderr
+
+
+def test_fid_command_samples_a_run(smoke_run):
+    storage, _ = smoke_run
+    result = raygan("fid", "--real", "digits:test", "--fake", str(storage / "smoke"), "--num", "500", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scores["num_fake"] == 500 and scores["fid"] > 0

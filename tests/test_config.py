@@ -66,7 +66,7 @@ def test_overrides_are_typed():
         (["data.path=/tmp/x"], "data.path"),
         (["train.amp=bf16"], "train.amp"),
         (["scaling.sync_batchnorm=true"], "scaling.sync_batchnorm"),
-        (["optim.d.nesterov=true"], "optim.d.nesterov"),
+        (["optim.d.name=sgd", "optim.d.nesterov=true"], "optim.d.nesterov"),
         (["train.stop_on=[boredom]"], "train.stop_on"),
         (["optim.critic.name=rmsprop"], "optim.critic"),
         (["model.arch=stylegan"], "model.arch"),

@@ -143,3 +143,24 @@ def test_fid_command_bad_input(args, needle):
     result = raygan("fid", *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchscript_extractor_and_folder_spec(tmp_path):
+    from PIL import Image
+
+    class MeanColour(torch.nn.Module):
+        def forward(self, images):
+            return torch.stack([images.mean(dim=(1, 2, 3)), images.std(dim=(1, 2, 3))], dim=1)
+
+    torch.jit.script(MeanColour()).save(str(tmp_path / "features.pt"))
+    extractor = load_extractor(str(tmp_path / "features.pt"), channels=3)
+    assert extractor.num_features == 2
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(np.full((8, 8, 3), 3 * i, np.uint8)).save(folder / f"{i}.png")
+    np.savez(tmp_path / "bright.npz", images=np.full((40, 3, 8, 8), 250, np.uint8))
+    result = raygan("fid", "--real", str(folder), "--fake", str(tmp_path / "bright.npz"),
+                    "--features", str(tmp_path / "features.pt"), "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["fid"] > 0.5
