@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--storage", help="where runs live: a folder or s3://bucket/prefix (storage.path)")
     train.add_argument("--dry-run", action="store_true", help="validate, print the resolved config, start nothing")
 
+    tune = commands.add_parser("tune", help="a Ray Tune sweep over tune.search_space, objective FID (min)")
+    _common_config_args(tune)
+    tune.add_argument("--name", help="experiment name (default: CONFIG-TIME); with --resume, the one to continue")
+    tune.add_argument("--storage", help="where experiments live: a folder or s3://bucket/prefix (storage.path)")
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials stay")
+    tune.add_argument("--dry-run", action="store_true", help="validate, print the resolved config, start nothing")
+
     sample = commands.add_parser("sample", help="images from a checkpoint or a run's best checkpoint")
     sample.add_argument("checkpoint", help="checkpoint folder or run folder")
     sample.add_argument("--num", type=int, default=64, help="number of images")
@@ -107,11 +114,7 @@ def cmd_train(args) -> int:
 
     from ray.train import TrainingFailedError
 
-    from raygan.data import check_source
-    from raygan.metrics.features import load_extractor
-
-    check_source(cfg.data)
-    load_extractor(cfg.eval.features, 1, cfg.eval.inception_weights)  # a missing package or file: exit 2 now
+    _preflight(cfg)
     root = storage_root(cfg)
     try:
         result = fit(cfg, name, root)
@@ -140,6 +143,42 @@ def cmd_train(args) -> int:
             }
         )
     return 0
+
+
+def cmd_tune(args) -> int:
+    from raygan.tune import format_table, run_sweep, validate_search_space
+
+    cfg = _load(args)
+    validate_search_space(cfg)
+    if args.resume and not args.name:
+        raise UserError("--resume: needs --name of the experiment to continue")
+    name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.dry_run:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    _preflight(cfg)
+    root = storage_root(cfg)
+    from ray.tune import Tuner
+
+    if args.resume and not Tuner.can_restore(f"{root.rstrip('/')}/{name}"):
+        raise UserError(f"--resume: no experiment {name} under {root}")
+    result = run_sweep(cfg, name, root, resume=args.resume)
+    print(format_table(result["rows"], result["searched"]))
+    print(f"experiment: {result['experiment']} (summary.csv, summary.json)")
+    if result["best_fid"] is not None:
+        print(f"best FID {result['best_fid']:.3f} with {result['best_config']}; checkpoint: {result['best_checkpoint']}")
+    if args.json:
+        _print_json({k: result[k] for k in ("experiment", "trials", "best_config", "best_fid", "best_checkpoint")})
+    return 0
+
+
+def _preflight(cfg: Config) -> None:
+    """Bad input that only shows on opening a file, caught before Ray starts."""
+    from raygan.data import check_source
+    from raygan.metrics.features import load_extractor
+
+    check_source(cfg.data)
+    load_extractor(cfg.eval.features, 1, cfg.eval.inception_weights)
 
 
 def _best_checkpoint(result) -> Optional[str]:
@@ -219,7 +258,7 @@ def cmd_fid(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -61,7 +61,9 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
 
     bounded_d_loss = cfg.loss.name not in ("wgan", "wgan-gp")
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # this run's latest (after a failure or a re-run)
+    if checkpoint is None and loop_config.get("resume_from"):  # another run's (a PBT exploit)
+        checkpoint = ray.train.Checkpoint(loop_config["resume_from"])
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = safe_load(Path(folder) / STATE)
@@ -122,10 +124,21 @@ def ensure_ray() -> bool:
     return True
 
 
-def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int] = None):
+def trainer(
+    cfg: Config,
+    name: str,
+    storage_path: str,
+    bench_steps: Optional[int] = None,  # time this many steps instead of training
+    callbacks: Optional[list] = None,  # Ray Train callbacks (the sweep's link to Tune)
+    resume_from: Optional[str] = None,  # a checkpoint of another run to start from
+    cache_root: Optional[str] = None,  # where real statistics are cached; default storage_path
+):
     s = cfg.scaling
     datasets = {}
-    loop_config = {"config": cfg.to_dict(), "bench_steps": bench_steps, "storage_root": storage_path}
+    loop_config = {
+        "config": cfg.to_dict(), "bench_steps": bench_steps, "resume_from": resume_from,
+        "storage_root": cache_root or storage_path,
+    }  # fmt: skip
     if cfg.data.name == "folder":
         datasets["train"], info = folder_dataset(cfg.data)
         loop_config["num_classes"] = max(1, len(info.class_names))
@@ -145,6 +158,7 @@ def trainer(cfg: Config, name: str, storage_path: str, bench_steps: Optional[int
                 num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute="fid", checkpoint_score_order="min"
             ),
             logging_config=LoggingConfig(log_level="WARNING"),  # keep progress lines readable
+            callbacks=callbacks,
         ),
     )
 

@@ -255,8 +255,14 @@ class GANEngine:
         means = (all_reduce_mean(sums) / torch.tensor(divisors, device=sums.device)).tolist()  # same on every rank
         out = dict(zip(names, means))
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
+        out.update({f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()})  # PBT may change them
         self._sums, self._count = {}, 0
         return out
+
+    def _optimizers(self):
+        yield "G", self.opt_G
+        for adv in self.adversaries:
+            yield adv.spec.name, adv.optimizer
 
     # -- sampling and state ---------------------------------------------------------------------
 

@@ -1,0 +1,321 @@
+"""`python -m raygan.tune CONFIG` (same as `raygan tune CONFIG`): a Ray Tune sweep ranked by FID.
+
+    python -m raygan.tune tune_configs/smoke.yaml --json
+    ray job submit --working-dir . -- python -m raygan.tune tune_configs/default.yaml --storage s3://bucket/sweeps
+
+Each trial is a full data-parallel Ray Train run: a Tune function trainable builds a `TorchTrainer`
+whose callback forwards every evaluation (FID and the health monitor's flags) to Tune, with a small
+Tune checkpoint that points at the Train checkpoint in storage. Schedulers: `asha` stops weak trials
+at evaluation milestones; `pbt` restarts weak trials from a strong trial's checkpoint with perturbed
+hyperparameters, which the restored run applies over the checkpoint's; `fifo` runs all to the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import queue
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from raygan.config import Config, TuneConfig, build_config, get_dotted
+from raygan.errors import ConfigError
+
+DISTRIBUTIONS = {  # name -> (argument count, meaning)
+    "choice": (None, "one of the listed values, at random"),
+    "grid": (None, "every listed value (multiplies num_samples)"),
+    "uniform": (2, "[low, high]"),
+    "loguniform": (2, "[low, high], log scale"),
+    "randint": (2, "integers in [low, high)"),
+    "quniform": (3, "[low, high, step]"),
+}
+# The trial function only drives a TorchTrainer, whose workers hold the real resources. It asks for no
+# CPU at all (a fractional CPU such as 0.01 leaves 1.99 of 2, and 2 one-CPU workers never fit) but a
+# little memory, since Ray refuses an empty resource request.
+TRIAL_RESOURCES = {"CPU": 0, "memory": 64 * 1024**2}
+POINTER = "train_checkpoint.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# search space
+
+
+def _values_to_check(kind: str, args: list) -> list:
+    if kind in ("choice", "grid"):
+        return list(args)
+    if kind == "randint":
+        return [args[0], args[1] - 1]  # high is exclusive
+    return list(args[:2])  # both ends of a range
+
+
+def validate_search_space(cfg: Config) -> None:
+    """Every key is a config value, every distribution well formed, every value valid in the config."""
+    for key, spec in cfg.tune.search_space.items():
+        where = f"tune.search_space.{key}"
+        try:
+            value = get_dotted(cfg, key)
+        except ConfigError:
+            raise ConfigError(where, f"{key} is not a config key") from None
+        if key.startswith("tune.") or hasattr(value, "__dataclass_fields__"):
+            raise ConfigError(where, f"{key} is a section or a sweep setting, not a value to search")
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ConfigError(where, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {spec!r}")
+        (kind, args), = spec.items()
+        if kind not in DISTRIBUTIONS:
+            raise ConfigError(where, f"unknown distribution {kind!r} (expected one of: {', '.join(DISTRIBUTIONS)})")
+        count, meaning = DISTRIBUTIONS[kind]
+        if not isinstance(args, list) or not args or (count is not None and len(args) != count):
+            raise ConfigError(where, f"{kind} takes a list: {meaning}")
+        if count is not None and not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise ConfigError(where, f"{kind} takes numbers: {meaning}")
+        if count is not None and args[0] >= args[1]:
+            raise ConfigError(where, f"{kind}: low {args[0]} must be below high {args[1]}")
+        if kind == "loguniform" and args[0] <= 0:
+            raise ConfigError(where, "loguniform needs low > 0")
+        for candidate in _values_to_check(kind, args):
+            try:
+                build_config(cfg.to_dict(), {key: candidate})
+            except ConfigError as e:
+                raise ConfigError(where, f"value {candidate!r} is invalid: {e}") from None
+
+
+def to_tune_domain(spec: dict):
+    from ray import tune
+
+    (kind, args), = spec.items()
+    if kind == "choice":
+        return tune.choice(args)
+    if kind == "grid":
+        return tune.grid_search(args)
+    if kind == "uniform":
+        return tune.uniform(*args)
+    if kind == "loguniform":
+        return tune.loguniform(*args)
+    if kind == "randint":
+        return tune.randint(*args)
+    return tune.quniform(*args)
+
+
+def make_scheduler(cfg: Config):
+    """ASHA, PBT or FIFO from tune.scheduler; times are training steps."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    options = dict(cfg.tune.scheduler)
+    name = options.pop("name")
+    t = cfg.train
+    try:
+        if name == "asha":
+            options.setdefault("grace_period", min(2 * t.eval_every, t.steps))
+            options.setdefault("reduction_factor", 2)
+            return ASHAScheduler(time_attr="step", max_t=t.steps, **options)
+        if name == "pbt":
+            mutations = options.pop("hyperparam_mutations", None) or {
+                key: spec for key, spec in cfg.tune.search_space.items() if next(iter(spec)) != "grid"
+            }
+            unknown = [key for key in mutations if key not in cfg.tune.search_space]
+            if unknown:
+                raise ConfigError("tune.scheduler.hyperparam_mutations", f"{unknown[0]} is not in tune.search_space")
+            options.setdefault("perturbation_interval", 2 * t.eval_every)
+            return PopulationBasedTraining(
+                time_attr="step",
+                hyperparam_mutations={key: to_tune_domain(cfg.tune.search_space[key]) for key in mutations},
+                **options,
+            )
+        if options:
+            raise TypeError(f"fifo takes no options, got {', '.join(options)}")
+        return FIFOScheduler()
+    except (TypeError, AssertionError) as e:
+        raise ConfigError(f"tune.scheduler", f"{name}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial: a TorchTrainer driven from a Tune function trainable
+
+
+def _forward_to_tune():
+    """A Ray Train callback (it runs in the Train controller) that queues each evaluation for Tune."""
+    from ray.train.v2.api.callback import UserCallback
+    from ray.util.queue import Queue
+
+    class ForwardEvaluations(UserCallback):
+        def __init__(self):
+            self.queue = Queue(actor_options={"num_cpus": 0})
+            self.best_checkpoint = None
+
+        def after_report(self, run_context, metrics, checkpoint):
+            result = dict(metrics[0])
+            if checkpoint is not None and result.get("new_best"):
+                self.best_checkpoint = checkpoint.path
+            if "kid" not in result:  # Tune sees evaluations only: each carries the objective
+                return
+            result["best_checkpoint"] = self.best_checkpoint
+            self.queue.put((result, checkpoint.path if checkpoint is not None else None))
+
+    return ForwardEvaluations()
+
+
+def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
+    from ray import tune
+
+    folder = tempfile.mkdtemp(prefix="raygan-pointer-")
+    Path(folder, POINTER).write_text(json.dumps({"path": train_checkpoint, "trial": trial_id, "step": step}))
+    return tune.Checkpoint.from_directory(folder)
+
+
+def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> None:
+    """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
+    from ray import tune
+
+    from raygan.train.ray_train import trainer
+
+    cfg = build_config(base, {k: v for k, v in params.items()})
+    trial_id = tune.get_context().get_trial_id()
+    resume_from, run_name = None, trial_id
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            pointer = json.loads(Path(folder, POINTER).read_text())
+        if pointer["trial"] != trial_id:  # PBT exploit: continue the donor's run under a new name
+            resume_from = pointer["path"]
+            run_name = f"{trial_id}-from-{pointer['trial']}-{pointer['step']}"
+    forward = _forward_to_tune()
+    train_run = trainer(cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from,
+                        cache_root=cache_root)  # fmt: skip
+    outcome: dict[str, Any] = {}
+
+    def fit():
+        try:
+            outcome["result"] = train_run.fit()
+        except BaseException as e:  # re-raised in the trial's thread
+            outcome["error"] = e
+
+    runner = threading.Thread(target=fit, daemon=True)
+    runner.start()
+    while runner.is_alive() or not forward.queue.empty():
+        try:
+            metrics, checkpoint_path = forward.queue.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        pointer = _pointer_checkpoint(checkpoint_path, trial_id, metrics["step"]) if checkpoint_path else None
+        tune.report(metrics, checkpoint=pointer)
+    runner.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep
+
+
+def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, Any]]:
+    rows = []
+    for result in result_grid:
+        metrics = result.metrics or {}
+        health = metrics.get("health") or {}
+        step = metrics.get("step")
+        if result.error is not None:
+            reason = f"error: {str(result.error).splitlines()[0][:120]}"
+        elif health.get("stop_reason"):
+            reason = health["stop_reason"]
+        elif step is not None and step < steps:
+            reason = "stopped by the scheduler"
+        else:
+            reason = "completed"
+        rows.append({
+            "trial": metrics.get("trial_id") or (Path(result.path).name if result.path else "?"),
+            **{key: result.config.get(key) for key in searched},
+            "best_fid": metrics.get("best_fid"),
+            "best_step": metrics.get("best_step"),
+            "last_step": step,
+            "health": health.get("status"),
+            "stop_reason": reason,
+            "best_checkpoint": metrics.get("best_checkpoint"),
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: r["best_fid"] if r["best_fid"] is not None else math.inf)
+
+
+def format_table(rows: list[dict], searched: list[str]) -> str:
+    columns = ["trial", *searched, "best_fid", "best_step", "last_step", "stop_reason"]
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
+
+
+def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) -> None:
+    from raygan import storage
+
+    storage.write_bytes(storage.join(experiment_uri, "summary.json"), json.dumps(rows, indent=2, default=str).encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_bytes(storage.join(experiment_uri, "summary.csv"), text.getvalue().encode())
+
+
+def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = False) -> dict:
+    """Run (or resume) the sweep; returns the contract's result object plus the rows."""
+    from ray import tune
+
+    from raygan.train.ray_train import ensure_ray
+
+    searched = list(cfg.tune.search_space)
+    experiment_uri = f"{storage_root.rstrip('/')}/{experiment}"
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root), TRIAL_RESOURCES
+    )
+    connected = ensure_ray()
+    try:
+        if resume:
+            tuner = tune.Tuner.restore(experiment_uri, trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={key: to_tune_domain(spec) for key, spec in cfg.tune.search_space.items()},
+                tune_config=tune.TuneConfig(
+                    metric="fid", mode="min", num_samples=cfg.tune.num_samples,
+                    max_concurrent_trials=cfg.tune.max_concurrent, scheduler=make_scheduler(cfg),
+                ),
+                run_config=tune.RunConfig(
+                    name=experiment, storage_path=storage_root,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                ),
+            )  # fmt: skip
+        grid = tuner.fit()
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+    rows = trial_rows(grid, searched, cfg.train.steps)
+    write_summary(experiment_uri, rows, searched)
+    best = next((r for r in rows if r["best_fid"] is not None), None)
+    return {
+        "experiment": experiment_uri,
+        "trials": len(rows),
+        "best_config": {key: best[key] for key in searched} if best else None,
+        "best_fid": best["best_fid"] if best else None,
+        "best_checkpoint": best["best_checkpoint"] if best else None,
+        "rows": rows,
+        "searched": searched,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from raygan.cli import main as cli_main
+
+    return cli_main(["tune", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

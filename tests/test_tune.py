@@ -1,0 +1,110 @@
+"""Sweeps: search-space validation, every shipped config, and real sweeps on local Ray."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raygan.cli import main
+from raygan.config import build_config
+from raygan.tune import run_sweep
+
+CONFIGS = sorted(Path("tune_configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_passes_dry_run(config, capsys):
+    assert main(["tune", str(config), "--dry-run"]) == 0
+    assert main(["train", str(config), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize(
+    "space, needle",
+    [
+        ('{"optim.g.lrr": {"choice": [1]}}', "tune.search_space.optim.g.lrr: optim.g.lrr is not a config key"),
+        ('{"optim.g": {"choice": [1]}}', "is a section"),
+        ('{"optim.g.lr": {"gaussian": [0, 1]}}', "unknown distribution 'gaussian'"),
+        ('{"optim.g.lr": {"loguniform": [1.0e-3]}}', "loguniform takes a list"),
+        ('{"optim.g.lr": {"loguniform": [1.0e-3, 1.0e-4]}}', "must be below high"),
+        ('{"optim.g.lr": {"loguniform": [0, 1]}}', "loguniform needs low > 0"),
+        ('{"loss.name": {"choice": [gan, lsgan]}}', "value 'lsgan' is invalid: loss.name"),
+        ('{"model.g_layers": {"grid": [3, 4]}}', "value 4 is invalid: model.g_layers"),
+        ('{"optim.g.lr": 0.1}', "expected one of"),
+    ],
+)
+def test_invalid_search_spaces_exit_2(space, needle, capsys, tmp_path):
+    code = main(["tune", "tune_configs/smoke.yaml", "--set", f"tune.search_space={space}",
+                 "--storage", str(tmp_path / "store")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: tune.search_space") and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
+
+
+def test_pbt_mutations_must_be_searched(capsys):
+    code = main(["tune", "tune_configs/pbt.yaml", "--set",
+                 'tune.scheduler={"name": "pbt", "hyperparam_mutations": {"train.ema": {"uniform": [0, 0.5]}}}'])  # fmt: skip
+    assert code == 2 and "tune.scheduler.hyperparam_mutations: train.ema" in capsys.readouterr().err
+
+
+TINY = {
+    "data": {"image_size": 16},
+    "model": {"g_layers": 3, "d_layers": 3, "g_width": 16, "d_width": 16, "latent_dim": 16},
+    "train": {"batch_size": 32, "steps": 60, "eval_every": 20, "checkpoint_every": 20, "report_every": 20},
+    "eval": {"num_samples": 200},
+    "scaling": {"num_workers": 1},
+}
+
+
+@pytest.mark.slow
+def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
+    """G frozen (its loss never above 1000) cannot improve: ASHA stops it at the first milestone."""
+    cfg = build_config({**TINY, "tune": {
+        "num_samples": 1, "max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 20, "reduction_factor": 2},
+        "search_space": {"train.g_loss_threshold": {"grid": [None, 1000.0]}},
+    }})  # fmt: skip
+    result = run_sweep(cfg, "asha", str(tmp_path))
+    rows = {row["train.g_loss_threshold"]: row for row in result["rows"]}
+    assert rows[None]["stop_reason"] == "completed" and rows[None]["last_step"] == 60
+    assert rows[1000.0]["stop_reason"] == "stopped by the scheduler" and rows[1000.0]["last_step"] < 60
+    assert result["best_config"] == {"train.g_loss_threshold": None}
+    assert Path(result["best_checkpoint"], "generator.pt").is_file()
+    summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
+    assert len(summary) == 2 and (tmp_path / "asha" / "summary.csv").is_file()
+
+
+@pytest.mark.slow
+def test_pbt_exploits_and_keeps_its_own_mutated_hyperparameters(ray_session, tmp_path):
+    cfg = build_config({**TINY, "train": {**TINY["train"], "steps": 40, "eval_every": 10, "checkpoint_every": 10},
+        "tune": {"num_samples": 1, "max_concurrent": 2,
+                 "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5,
+                               "resample_probability": 0.0, "hyperparam_mutations": {"optim.g.lr": None}},
+                 "search_space": {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+                                  "train.g_loss_threshold": {"grid": [None, 1000.0]}}},
+    })  # fmt: skip
+    result = run_sweep(cfg, "pbt", str(tmp_path))
+    exploited = [p for p in (tmp_path / "pbt" / "runs").iterdir() if "-from-" in p.name]
+    assert exploited, "no trial exploited another"
+    run = exploited[0]
+    donor_step = int(run.name.rsplit("-", 1)[1])
+    steps = sorted(json.loads((c / "meta.json").read_text())["step"] for c in run.glob("checkpoint_*"))
+    assert steps and steps[0] > donor_step  # it continued from the donor's step, not from 0
+    trial_id = run.name.split("-from-")[0]
+    row = next(r for r in result["rows"] if r["trial"] == trial_id)
+    final = json.loads((run / sorted(c.name for c in run.glob("checkpoint_*"))[-1] / "meta.json").read_text())
+    assert final["lr_G"] == pytest.approx(row["optim.g.lr"])  # its own mutated lr, not the donor's checkpoint's
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "raygan.tune", "tune_configs/smoke.yaml", "--storage", str(tmp_path), "--name", "smoke",
+         "--json"], capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"experiment", "trials", "best_config", "best_fid", "best_checkpoint"}
+    assert summary["trials"] == 2 and summary["best_fid"] > 0
+    assert summary["best_config"]["optim.d.lr"] in (2.0e-4, 1.0e-3)
+    assert Path(summary["best_checkpoint"], "generator.pt").is_file()
