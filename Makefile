@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/raygan train tune_configs/default.yaml
+	$(BIN)/python -m raygan.tune tune_configs/default.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -288,7 +288,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                 ),
                 run_config=tune.RunConfig(
                     name=experiment, storage_path=storage_root,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers, a few bytes each
                 ),
             )  # fmt: skip
         grid = tuner.fit()

@@ -88,11 +88,12 @@ def test_pbt_exploits_and_keeps_its_own_mutated_hyperparameters(ray_session, tmp
     assert exploited, "no trial exploited another"
     run = exploited[0]
     donor_step = int(run.name.rsplit("-", 1)[1])
-    steps = sorted(json.loads((c / "meta.json").read_text())["step"] for c in run.glob("checkpoint_*"))
+    checkpoints = sorted(run.glob("checkpoint_0*"))
+    steps = [json.loads((c / "meta.json").read_text())["step"] for c in checkpoints]
     assert steps and steps[0] > donor_step  # it continued from the donor's step, not from 0
     trial_id = run.name.split("-from-")[0]
     row = next(r for r in result["rows"] if r["trial"] == trial_id)
-    final = json.loads((run / sorted(c.name for c in run.glob("checkpoint_*"))[-1] / "meta.json").read_text())
+    final = json.loads((checkpoints[-1] / "meta.json").read_text())
     assert final["lr_G"] == pytest.approx(row["optim.g.lr"])  # its own mutated lr, not the donor's checkpoint's
 
 
