@@ -50,3 +50,11 @@ def write_bytes(uri: str, data: bytes) -> None:
     else:
         with fs.open_output_stream(path) as stream:
             stream.write(data)
+
+
+def list_dir(uri: str) -> list[str]:
+    """Names of the entries directly under a folder or prefix (empty when it does not exist)."""
+    fs, path = filesystem(uri)
+    selector = pyarrow.fs.FileSelector(path, allow_not_found=True)
+    return sorted(info.base_name for info in fs.get_file_info(selector))
+

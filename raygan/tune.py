@@ -167,6 +167,19 @@ def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
     return tune.Checkpoint.from_directory(folder)
 
 
+def _existing_checkpoint(path: str) -> str:
+    """`path`, or the newest checkpoint of its run where the donor has since deleted it (keep_checkpoints)."""
+    from raygan import storage
+
+    if storage.read_bytes(storage.join(path, "meta.json")) is not None:
+        return path
+    run = path.rstrip("/").rsplit("/", 1)[0]
+    newest = [name for name in storage.list_dir(run) if name.startswith("checkpoint_0")]
+    if not newest:
+        raise RuntimeError(f"{path}: the donor's checkpoint and run are gone")
+    return storage.join(run, newest[-1])
+
+
 def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> None:
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune
@@ -181,7 +194,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         with restored.as_directory() as folder:
             pointer = json.loads(Path(folder, POINTER).read_text())
         if pointer["trial"] != trial_id:  # PBT exploit: continue the donor's run under a new name
-            resume_from = pointer["path"]
+            resume_from = _existing_checkpoint(pointer["path"])
             run_name = f"{trial_id}-from-{pointer['trial']}-{pointer['step']}"
     forward = _forward_to_tune()
     train_run = trainer(cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from,
@@ -285,6 +298,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                 tune_config=tune.TuneConfig(
                     metric="fid", mode="min", num_samples=cfg.tune.num_samples,
                     max_concurrent_trials=cfg.tune.max_concurrent, scheduler=make_scheduler(cfg),
+                    reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with the old one
                 ),
                 run_config=tune.RunConfig(
                     name=experiment, storage_path=storage_root,

@@ -75,29 +75,6 @@ def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_pbt_exploits_and_keeps_its_own_mutated_hyperparameters(ray_session, tmp_path):
-    cfg = build_config({**TINY, "train": {**TINY["train"], "steps": 40, "eval_every": 10, "checkpoint_every": 10},
-        "tune": {"num_samples": 1, "max_concurrent": 2,
-                 "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5,
-                               "resample_probability": 0.0, "hyperparam_mutations": {"optim.g.lr": None}},
-                 "search_space": {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
-                                  "train.g_loss_threshold": {"grid": [None, 1000.0]}}},
-    })  # fmt: skip
-    result = run_sweep(cfg, "pbt", str(tmp_path))
-    exploited = [p for p in (tmp_path / "pbt" / "runs").iterdir() if "-from-" in p.name]
-    assert exploited, "no trial exploited another"
-    run = exploited[0]
-    donor_step = int(run.name.rsplit("-", 1)[1])
-    checkpoints = sorted(run.glob("checkpoint_0*"))
-    steps = [json.loads((c / "meta.json").read_text())["step"] for c in checkpoints]
-    assert steps and steps[0] > donor_step  # it continued from the donor's step, not from 0
-    trial_id = run.name.split("-from-")[0]
-    row = next(r for r in result["rows"] if r["trial"] == trial_id)
-    final = json.loads((checkpoints[-1] / "meta.json").read_text())
-    assert final["lr_G"] == pytest.approx(row["optim.g.lr"])  # its own mutated lr, not the donor's checkpoint's
-
-
-@pytest.mark.slow
 def test_smoke_sweep_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "raygan.tune", "tune_configs/smoke.yaml", "--storage", str(tmp_path), "--name", "smoke",
@@ -109,3 +86,39 @@ def test_smoke_sweep_end_to_end(tmp_path):
     assert summary["trials"] == 2 and summary["best_fid"] > 0
     assert summary["best_config"]["optim.d.lr"] in (2.0e-4, 1.0e-3)
     assert Path(summary["best_checkpoint"], "generator.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_path):
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "tune": {
+        "num_samples": 1, "max_concurrent": 1, "scheduler": {"name": "fifo"},
+        "search_space": {"optim.d.lr": {"grid": [2.0e-4, 5.0e-4]}},
+    }}))  # fmt: skip
+    command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        runs = tmp_path / "sweep" / "runs"
+        deadline = time.time() + 600
+        while time.time() < deadline:  # the second trial starts only once the first has finished
+            if runs.is_dir() and len(list(runs.iterdir())) == 2:
+                break
+            time.sleep(1)
+        os.kill(driver.pid, signal.SIGKILL)  # Ray's processes share its fate
+        driver.wait()
+    finished = [r for r in runs.iterdir() if (r / "checkpoint_0000060").is_dir()]
+    assert len(finished) == 1, (tmp_path / "first.log").read_text()[-3000:]
+    before = {p.name: p.stat().st_mtime for p in finished[0].iterdir()}
+
+    resumed = subprocess.run(command + ["--resume", "--json"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["trials"] == 2 and summary["best_fid"] > 0
+    assert {p.name: p.stat().st_mtime for p in finished[0].iterdir()} == before  # not rerun
+    assert all((r / "checkpoint_0000060").is_dir() for r in runs.iterdir())
