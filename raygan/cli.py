@@ -104,12 +104,22 @@ def _print_json(obj: dict) -> None:
     print(json.dumps({k: clean(v) for k, v in obj.items()}), flush=True)
 
 
+def _run_name(args) -> str:
+    """--name, or CONFIG-TIME so that a new run never resumes an old one by accident."""
+    return args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _print_resolved(cfg: Config) -> int:
+    """--dry-run: the resolved config as YAML; nothing is started."""
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
 def cmd_train(args) -> int:
     cfg = _load(args)
-    name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = _run_name(args)
     if args.dry_run:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-        return 0
+        return _print_resolved(cfg)
     from raygan.train.ray_train import fit
 
     from ray.train import TrainingFailedError
@@ -152,10 +162,9 @@ def cmd_tune(args) -> int:
     validate_search_space(cfg)
     if args.resume and not args.name:
         raise UserError("--resume: needs --name of the experiment to continue")
-    name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = _run_name(args)
     if args.dry_run:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-        return 0
+        return _print_resolved(cfg)
     _preflight(cfg)
     root = storage_root(cfg)
     from ray.tune import Tuner
