@@ -5,6 +5,7 @@
         generator.pt    the sampling generator's weights only (G_ema when EMA is on)
         config.json     the resolved config the run was started with
         meta.json       step and the metrics reported with this checkpoint
+        grid.png        the fixed-latent sample grid (checkpoints taken at an evaluation)
 
 Everything is read with `torch.load(weights_only=True)`: a crafted pickle cannot run code, it is
 rejected as bad input. Randomness needs no saved state: each step seeds its generators from
@@ -24,7 +25,7 @@ from torch import nn
 from raygan.config import Config, build_config
 from raygan.errors import UserError
 
-STATE, GENERATOR, CONFIG, META = "state.pt", "generator.pt", "config.json", "meta.json"
+STATE, GENERATOR, CONFIG, META, GRID = "state.pt", "generator.pt", "config.json", "meta.json", "grid.png"
 
 
 def checkpoint_name(step: int) -> str:

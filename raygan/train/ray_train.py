@@ -8,6 +8,7 @@ Running again with the same name and storage resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
@@ -22,14 +23,16 @@ import torch
 
 from ray.train.v2.api.config import LoggingConfig
 
-from raygan.checkpoint import STATE, checkpoint_name, safe_load, write_checkpoint
-from raygan.config import Config, build_config
+from raygan.checkpoint import GRID, STATE, checkpoint_name, safe_load, write_checkpoint
+from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
 from raygan.train.loop import train_loop
+from raygan.report import grid_array
+from raygan.train.runlog import RunLog, grid_latents, png_bytes
 from raygan.train.step import GANEngine, unwrap
 
 BENCH_WARMUP_STEPS = 3
@@ -39,8 +42,16 @@ def _prepare(module: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(module, move_to_device=False)
 
 
+def _quiet_report_log() -> None:
+    """Ray logs every report, metrics and all, at INFO under a logger named by its file path."""
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     """`train_loop_per_worker`: loop_config holds the resolved config and the mode (train | bench)."""
+    _quiet_report_log()
     cfg = build_config(loop_config["config"])
     bench_steps = loop_config.get("bench_steps")
     context = ray.train.get_context()
@@ -75,11 +86,20 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     evaluate = Evaluator(cfg, channels, num_classes, rank, world_size, loop_config["storage_root"], device)
     if rank == 0:
         _write_line("real statistics " + ("computed and cached" if evaluate.real_computed else "read from the cache"))
+    run_log = RunLog(loop_config["run_uri"], engine.step) if rank == 0 else None
+    grid_z, grid_labels, grid_columns = grid_latents(cfg, num_classes)
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
+        grid = None
+        if rank == 0:
+            if "kid" in metrics:  # an evaluation: the fixed-latent grid goes with it
+                grid = grid_array(engine.generate(grid_z, grid_labels), grid_columns)
+            run_log.record(metrics, grid)
         if with_checkpoint and rank == 0:
             with tempfile.TemporaryDirectory() as folder:
                 write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()})
+                if grid is not None:
+                    Path(folder, GRID).write_bytes(png_bytes(grid))
                 ray.train.report(
                     metrics,
                     checkpoint=ray.train.Checkpoint.from_directory(folder),
@@ -90,6 +110,8 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
 
     progress = _write_line if rank == 0 else None
     train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)
+    if run_log is not None:
+        run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):
         _write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
 
@@ -124,6 +146,11 @@ def ensure_ray() -> bool:
     return True
 
 
+def worker_resources(s: ScalingConfig) -> dict[str, float]:
+    """One Train worker's resource request; a trial asks for num_workers of these (its bundles)."""
+    return {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+
+
 def trainer(
     cfg: Config,
     name: str,
@@ -137,12 +164,12 @@ def trainer(
     datasets = {}
     loop_config = {
         "config": cfg.to_dict(), "bench_steps": bench_steps, "resume_from": resume_from,
-        "storage_root": cache_root or storage_path,
+        "storage_root": cache_root or storage_path, "run_uri": f"{storage_path.rstrip('/')}/{name}",
     }  # fmt: skip
     if cfg.data.name == "folder":
         datasets["train"], info = folder_dataset(cfg.data)
         loop_config["num_classes"] = max(1, len(info.class_names))
-    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    resources = worker_resources(s)
     return ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
