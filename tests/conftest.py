@@ -15,6 +15,8 @@ def ray_session():
     import ray
 
     tests = str(Path(__file__).parent)  # workers unpickle functions defined in test modules
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
+    # The dashboard serves the state API that Ray Train's placement-group cleaner polls: without it the
+    # resources of a Train run whose trial was stopped (a PBT exploit) are never released.
+    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
     yield ray
     ray.shutdown()

@@ -122,3 +122,52 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     assert summary["trials"] == 2 and summary["best_fid"] > 0
     assert {p.name: p.stat().st_mtime for p in finished[0].iterdir()} == before  # not rerun
     assert all((r / "checkpoint_0000060").is_dir() for r in runs.iterdir())
+
+
+@pytest.mark.slow
+def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(ray_session, tmp_path):
+    """Two trials in lockstep, perturbation points every evaluation (5 in all).
+
+    PBT scores a trial only at its perturbation points and clones only a top trial that has saved at
+    one, so with two trials of different scores an exploit happens by the third point at the latest.
+    A restored run is `runs/<trial>-from-<donor>-<step>`; its config.json is what it trained with.
+    """
+    from raygan.train.runlog import read_metrics
+
+    cfg = build_config({**TINY, "train": {**TINY["train"], "steps": 100, "keep_checkpoints": 10}, "tune": {
+        "num_samples": 1, "max_concurrent": 2,
+        "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5},
+        "search_space": {"train.g_loss_threshold": {"grid": [None, 1000.0]},
+                         "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
+    }})  # fmt: skip
+    result = run_sweep(cfg, "pbt", str(tmp_path))
+    runs = tmp_path / "pbt" / "runs"
+
+    def run_config(run: Path) -> dict:
+        return json.loads(next(run.glob("checkpoint_*/config.json")).read_text())
+
+    def run_holding(trial: str, step: int) -> Path:
+        """The donor's run that reported `step` (a donor may itself have been restored)."""
+        candidates = [r for r in runs.iterdir() if r.name.split("-from-")[0] == trial]
+        return max((r for r in candidates if any(m["step"] == step for m in read_metrics(str(r)))),
+                   key=lambda r: int(r.name.rsplit("-", 1)[1]) if "-from-" in r.name else 0)  # fmt: skip
+
+    exploits = sorted((r for r in runs.iterdir() if "-from-" in r.name), key=lambda r: int(r.name.rsplit("-", 1)[1]))
+    assert exploits, f"no exploit: {sorted(r.name for r in runs.iterdir())}"
+    for run in exploits:
+        donor, step = run.name.split("-from-")[1].rsplit("-", 1)
+        step = int(step)
+        donor_run = run_holding(donor, step)
+        records = read_metrics(str(run))
+        assert records[0]["step"] == step + TINY["train"]["report_every"]  # picks up where the donor was
+        donor_lr = next(m["lr_G"] for m in read_metrics(str(donor_run)) if m["step"] == step)
+        own, donors = run_config(run), run_config(donor_run)
+        assert {m["lr_G"] for m in records} == {own["optim"]["g"]["lr"]} != {donor_lr}  # its own, mutated
+        assert own["train"]["g_loss_threshold"] == donors["train"]["g_loss_threshold"]  # the rest: the donor's
+    final = {row["trial"]: row for row in result["rows"]}
+    for run in exploits:  # sorted by step: each trial's latest run wins
+        final[run.name.split("-from-")[0]]["latest_run"] = run
+    for row in final.values():
+        assert row["last_step"] == 100 and row["stop_reason"] == "completed"
+        if "latest_run" in row:
+            assert row["optim.g.lr"] == pytest.approx(run_config(row["latest_run"])["optim"]["g"]["lr"])
