@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast venv clean
+.PHONY: run test test-fast venv browser clean
 
 # torch goes first and alone: any other torch spec would pull several GB of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -15,10 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# Headless Chromium checks that report pages render; the tests that need it skip without it.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		echo "note: chromium not installed (needs root); the report page rendering tests will skip"
+
 run: $(STAMP)
 	$(BIN)/python -m raygan.tune tune_configs/default.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest tests
 
 test-fast: $(STAMP)

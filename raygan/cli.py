@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common_config_args(bench)
     bench.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
     bench.add_argument("--workers", type=int, help="override scaling.num_workers")
+
+    report = commands.add_parser("report", help="curves, grids and a progress GIF of a run; a sweep's trials")
+    report.add_argument("path", metavar="RUN_OR_EXPERIMENT", help="a run or a sweep's experiment folder, local or s3://")
+    report.add_argument("--out", required=True, help="folder for index.html and the figures (created)")
+    report.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     return parser
 
 
@@ -267,7 +272,22 @@ def cmd_fid(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench}
+def cmd_report(args) -> int:
+    from raygan.report import write_report
+
+    result = write_report(args.path, args.out)
+    top = [name for name in result["files"] if "/" not in name]
+    trials = {name.split("/")[1] for name in result["files"] if name.startswith("trials/")}
+    print(f"wrote {len(result['files'])} files to {result['out']}: {', '.join(top)}"
+          + (f", and a report per trial in trials/ ({len(trials)} trials)" if trials else ""))  # fmt: skip
+    print(f"open {result['out']}/index.html")
+    if args.json:
+        _print_json(result)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench,
+            "report": cmd_report}  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> int:
