@@ -1,38 +1,45 @@
 """Checkpoint folders: full training state for resuming, a small generator export for sampling.
 
-    checkpoint_000250/
+    checkpoint_0000250/
         state.pt        G, D / critic, G_ema, optimizers, grad scalers, step, skip counters
         generator.pt    the sampling generator's weights only (G_ema when EMA is on)
         config.json     the resolved config the run was started with
         meta.json       step and the metrics reported with this checkpoint
         grid.png        the fixed-latent sample grid (checkpoints taken at an evaluation)
+        manifest.json   every other file's size; uploaded last, so a checkpoint is complete only when
+                        it is there and every size matches (an upload cut short never loads as valid)
 
 Everything is read with `torch.load(weights_only=True)`: a crafted pickle cannot run code, it is
 rejected as bad input. Randomness needs no saved state: each step seeds its generators from
-(seed, step), so the step number alone restores it.
+(seed, step), so the step number alone restores it. Paths may be local folders or s3:// URIs.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
+from raygan import storage
 from raygan.config import Config, build_config
 from raygan.errors import UserError
 
 STATE, GENERATOR, CONFIG, META, GRID = "state.pt", "generator.pt", "config.json", "meta.json", "grid.png"
+MANIFEST = "manifest.json"
+RUN_MARKERS = ("metrics.jsonl", "checkpoint_manager_snapshot.json")  # files only a training run writes
 
 
 def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:07d}"
 
 
-def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], extra_state: Optional[dict] = None) -> Path:
+def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], extra_state: Optional[dict] = None,
+                     grid_png: Optional[bytes] = None) -> Path:  # fmt: skip
     """`extra_state` joins the engine's state in state.pt (the health monitor's history, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
@@ -40,40 +47,72 @@ def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], ex
     (folder / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
     shape = {"step": engine.step, "channels": engine.channels, "num_classes": engine.num_classes}
     (folder / META).write_text(json.dumps({**shape, **meta}, indent=2, default=float))
+    if grid_png is not None:
+        (folder / GRID).write_bytes(grid_png)
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps(sizes, indent=2))
     return folder
 
 
-def safe_load(path: Path) -> Any:
+def upload_order(folder: Path) -> list[Path]:
+    """The checkpoint's files with the manifest last: it marks the upload complete."""
+    return sorted(folder.iterdir(), key=lambda p: (p.name == MANIFEST, p.name))
+
+
+def safe_load(source: Union[Path, str, bytes], name: Optional[str] = None) -> Any:
     """torch.load that only accepts tensors and plain containers; anything else is bad input."""
+    name = name or str(source)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        return torch.load(stream, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a loadable raygan checkpoint file ({first_line})") from None
+        raise UserError(f"{name}: not a loadable raygan checkpoint file ({first_line})") from None
 
 
-def read_config(folder: Path) -> Config:
-    path = folder / CONFIG
-    if not path.is_file():
-        raise UserError(f"{folder}: not a raygan checkpoint (no {CONFIG})")
+def _read(checkpoint: str, name: str) -> bytes:
+    data = storage.read_bytes(storage.join(checkpoint, name))
+    if data is None:
+        raise UserError(f"{checkpoint}: not a raygan checkpoint (no {name})")
+    return data
+
+
+def read_config(checkpoint: str) -> Config:
+    path = storage.join(str(checkpoint), CONFIG)
     try:
-        return build_config(json.loads(path.read_text()))
+        return build_config(json.loads(_read(str(checkpoint), CONFIG)))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg})") from None
 
 
-def read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / META
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_meta(checkpoint: str) -> dict[str, Any]:
+    data = storage.read_bytes(storage.join(str(checkpoint), META))
+    return json.loads(data) if data else {}
 
 
-def list_checkpoints(run: Path) -> list[Path]:
-    """Checkpoint folders of a run, oldest step first."""
-    return sorted(p for p in run.glob("checkpoint_*") if (p / GENERATOR).is_file())
+def is_complete(checkpoint: str) -> bool:
+    """Every file named in the manifest is there with its recorded size."""
+    manifest = storage.read_bytes(storage.join(checkpoint, MANIFEST))
+    if manifest is None:
+        return False
+    try:
+        expected = json.loads(manifest)
+    except json.JSONDecodeError:
+        return False
+    present = storage.sizes(checkpoint)
+    return all(present.get(name) == size for name, size in expected.items())
 
 
-def best_checkpoint(run: Path) -> Optional[Path]:
-    """The checkpoint with the lowest FID; the latest where none has an FID yet."""
+def list_checkpoints(run: Union[str, Path], complete_only: bool = True) -> list[str]:
+    """Checkpoint folders of a run, oldest step first (complete ones only, unless asked)."""
+    run = str(run)
+    names = sorted(n for n, size in storage.sizes(run, files_only=False).items() if n.startswith("checkpoint_") and size < 0)
+    found = [storage.join(run, n) for n in names]
+    return [c for c in found if is_complete(c)] if complete_only else found
+
+
+def best_checkpoint(run: Union[str, Path]) -> Optional[str]:
+    """The complete checkpoint with the lowest FID; the latest where none has an FID yet."""
     checkpoints = list_checkpoints(run)
     if not checkpoints:
         return None
@@ -82,32 +121,80 @@ def best_checkpoint(run: Path) -> Optional[Path]:
     return min(scored, key=lambda item: item[0])[1] if scored else checkpoints[-1]
 
 
-def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint folder, or a run folder (its best checkpoint)."""
-    folder = Path(path).expanduser()
-    if not folder.exists():
+def _local_or_uri(path: str) -> str:
+    return path if storage.is_uri(path) else str(Path(path).expanduser())
+
+
+def is_checkpoint_or_run(path: str) -> bool:
+    """Whether `path` (local or a URI) looks like a checkpoint or a run folder."""
+    storage.check_uri(path)
+    try:
+        names = storage.sizes(_local_or_uri(path), files_only=False)
+    except OSError:
+        return False
+    return GENERATOR in names or MANIFEST in names or any(n.startswith("checkpoint_0") for n in names)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A complete checkpoint, or a run's best one; UserError naming the path otherwise."""
+    storage.check_uri(path)
+    path = _local_or_uri(str(path))
+    try:
+        names = storage.sizes(path, files_only=False)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({str(e).splitlines()[0]})") from None
+    if not names:
         raise UserError(f"{path}: no such checkpoint or run")
-    if (folder / GENERATOR).is_file():
-        return folder
-    best = best_checkpoint(folder)
+    if GENERATOR in names or MANIFEST in names:
+        if not is_complete(path):
+            raise UserError(f"{path}: incomplete checkpoint (an upload was cut short; use an earlier one)")
+        return path
+    best = best_checkpoint(path)
     if best is None:
-        raise UserError(f"{path}: neither a checkpoint nor a run with checkpoints")
+        raise UserError(f"{path}: neither a checkpoint nor a run with complete checkpoints")
     return best
+
+
+def find_runs(uri: str, depth: int = 3) -> list[str]:
+    """Training runs at or under `uri` (a run, an experiment, a storage root), in name order."""
+    names = storage.sizes(uri, files_only=False)
+    if any(name in names for name in RUN_MARKERS):
+        return [uri]
+    if depth == 0:
+        return []
+    folders = [n for n, size in names.items() if size < 0 and not n.startswith((".", "checkpoint_", "trial_"))]
+    return [run for n in sorted(folders) for run in find_runs(storage.join(uri, n), depth - 1)]
+
+
+def pull(source: str, dest: str) -> Path:
+    """Copy a checkpoint (or a run's best) to the local folder DEST/<checkpoint name>; verified."""
+    import pyarrow.fs
+
+    checkpoint = resolve_checkpoint(source)
+    target = Path(dest).expanduser() / checkpoint.rstrip("/").rsplit("/", 1)[-1]
+    target.mkdir(parents=True, exist_ok=True)
+    fs, path = storage.filesystem(checkpoint)
+    pyarrow.fs.copy_files(path, str(target.resolve()), source_filesystem=fs,
+                          destination_filesystem=pyarrow.fs.LocalFileSystem())  # fmt: skip
+    if not is_complete(str(target)):
+        raise RuntimeError(f"{checkpoint}: the copy in {target} does not match its manifest")
+    return target
 
 
 def load_generator(path: str, device: str = "cpu") -> tuple[nn.Module, Config, dict]:
     """(generator in eval mode, its config, its meta.json plus `checkpoint`) from a checkpoint or run."""
     from raygan.models import build_generator
 
-    folder = resolve_checkpoint(path)
-    cfg = read_config(folder)
-    meta = read_meta(folder)
+    checkpoint = resolve_checkpoint(path)
+    cfg = read_config(checkpoint)
+    meta = read_meta(checkpoint)
     channels, num_classes = meta.get("channels"), meta.get("num_classes")
     if channels is None or num_classes is None:
-        raise UserError(f"{folder / META}: missing channels / num_classes")
+        raise UserError(f"{storage.join(checkpoint, META)}: missing channels / num_classes")
     G = build_generator(cfg, channels, num_classes)
+    weights = storage.join(checkpoint, GENERATOR)
     try:
-        G.load_state_dict(safe_load(folder / GENERATOR))
+        G.load_state_dict(safe_load(_read(checkpoint, GENERATOR), weights))
     except (RuntimeError, KeyError) as e:
-        raise UserError(f"{folder / GENERATOR}: weights do not fit the checkpoint's config ({e})") from None
-    return G.to(device).eval(), cfg, {**meta, "checkpoint": str(folder)}
+        raise UserError(f"{weights}: weights do not fit the checkpoint's config ({e})") from None
+    return G.to(device).eval(), cfg, {**meta, "checkpoint": checkpoint}

@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--num", type=int, help="images per side (default: all; 2000 samples from a checkpoint)")
     fid.add_argument("--json", action="store_true")
 
+    checkpoints = commands.add_parser("checkpoints", help="list or fetch checkpoints, local or in object storage")
+    actions = checkpoints.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
+    listing = actions.add_parser("list", help="runs, checkpoints, step, FID, which is best, size")
+    listing.add_argument("uri", help="a run, an experiment or a storage root (folder or s3://...)")
+    listing.add_argument("--json", action="store_true")
+    pulling = actions.add_parser("pull", help="copy a checkpoint (a run's best, or a named one) to a local folder")
+    pulling.add_argument("uri", help="a checkpoint, or a run (its best checkpoint)")
+    pulling.add_argument("dest", help="local folder; the checkpoint lands in DEST/<checkpoint name>")
+
     bench = commands.add_parser("bench", help="time the real training step on Ray Train workers")
     _common_config_args(bench)
     bench.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
@@ -90,13 +99,18 @@ def _load(args, extra: Optional[dict] = None) -> Config:
         overrides.append(f"storage.path={json.dumps(args.storage)}")
     for key, value in (extra or {}).items():
         overrides.append(f"{key}={json.dumps(value)}")
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    storage_root(cfg)  # a malformed storage URI is bad input, even for --dry-run
+    return cfg
 
 
 def storage_root(cfg: Config) -> str:
     """storage.path as Ray wants it: URIs unchanged, local folders absolute."""
+    from raygan.storage import check_uri
+
+    check_uri(cfg.storage.path)
     if "://" in cfg.storage.path:
-        return cfg.storage.path
+        return cfg.storage.path.rstrip("/")
     return str(Path(cfg.storage.path).expanduser().resolve())
 
 
@@ -138,7 +152,7 @@ def cmd_train(args) -> int:
         return 1
     metrics = result.metrics or {}
     run = f"{root.rstrip('/')}/{name}"
-    latest = result.checkpoint.path if result.checkpoint else None
+    latest = _uri(result.checkpoint) if result.checkpoint else None
     best = _best_checkpoint(result)
     health = metrics.get("health") or {}
     print(f"run: {run}")
@@ -174,7 +188,9 @@ def cmd_tune(args) -> int:
     root = storage_root(cfg)
     from ray.tune import Tuner
 
-    if args.resume and not Tuner.can_restore(f"{root.rstrip('/')}/{name}"):
+    from raygan.tune import restore_args
+
+    if args.resume and not Tuner.can_restore(**restore_args(f"{root.rstrip('/')}/{name}")):
         raise UserError(f"--resume: no experiment {name} under {root}")
     result = run_sweep(cfg, name, root, resume=args.resume)
     print(format_table(result["rows"], result["searched"]))
@@ -187,19 +203,27 @@ def cmd_tune(args) -> int:
 
 
 def _preflight(cfg: Config) -> None:
-    """Bad input that only shows on opening a file, caught before Ray starts."""
+    """Bad input that only shows on opening a file or a bucket, caught before Ray starts."""
+    from raygan import storage
     from raygan.data import check_source
     from raygan.metrics.features import load_extractor
 
+    storage.check_writable(storage_root(cfg))
     check_source(cfg.data)
     load_extractor(cfg.eval.features, 1, cfg.eval.inception_weights)
 
 
+def _uri(checkpoint) -> str:
+    from raygan.storage import uri_of
+
+    return uri_of(checkpoint.filesystem, checkpoint.path)
+
+
 def _best_checkpoint(result) -> Optional[str]:
-    scored = [(m.get("fid"), c.path) for c, m in (result.best_checkpoints or []) if m.get("fid") is not None]
+    scored = [(m.get("fid"), _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid") is not None]
     if scored:
         return min(scored)[1]
-    return result.checkpoint.path if result.checkpoint else None
+    return _uri(result.checkpoint) if result.checkpoint else None
 
 
 def cmd_sample(args) -> int:
@@ -233,6 +257,52 @@ def cmd_sample(args) -> int:
     save_grid(images, out.with_suffix(".png"), nrow=num_classes if labels is not None and args.label is None else None)
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.npz')} ({args.num} images from {meta['checkpoint']})")
     return 0
+
+
+def cmd_checkpoints(args) -> int:
+    from raygan import checkpoint, storage
+
+    if args.action == "pull":
+        target = checkpoint.pull(args.uri, args.dest)
+        print(f"pulled {target} ({sum(p.stat().st_size for p in target.iterdir()) / 1e6:.1f} MB)")
+        return 0
+    storage.check_uri(args.uri)
+    rows = checkpoint_rows(args.uri)
+    if not rows:
+        raise UserError(f"{args.uri}: no runs with checkpoints there")
+    columns = ["run", "checkpoint", "step", "fid", "best", "size_mb", "complete"]
+    shown = [{**row, "best": "*" if row["best"] else "", "complete": "yes" if row["complete"] else "NO"} for row in rows]
+    table = [columns] + [[_cell(row[c]) for c in columns] for row in shown]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+    if args.json:
+        print(json.dumps({"checkpoints": rows}))
+    return 0
+
+
+def checkpoint_rows(uri: str) -> list[dict[str, Any]]:
+    """One row per checkpoint of every run at or under `uri`; `best` marks each run's lowest FID."""
+    from raygan import checkpoint, storage
+
+    root = uri if storage.is_uri(uri) else str(Path(uri).expanduser())
+    rows = []
+    for run in checkpoint.find_runs(root):
+        best = checkpoint.best_checkpoint(run)
+        for path in checkpoint.list_checkpoints(run, complete_only=False):
+            meta = checkpoint.read_meta(path)
+            rows.append({
+                "run": run, "checkpoint": path.rsplit("/", 1)[-1], "step": meta.get("step"), "fid": meta.get("fid"),
+                "best": path == best, "size_mb": round(sum(storage.sizes(path).values()) / 1e6, 2),
+                "complete": checkpoint.is_complete(path),
+            })  # fmt: skip
+    return rows
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
 
 
 def cmd_bench(args) -> int:
@@ -286,7 +356,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench,
+COMMANDS = {"checkpoints": cmd_checkpoints, "train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench,
             "report": cmd_report}  # fmt: skip
 
 

@@ -148,13 +148,16 @@ def _forward_to_tune():
             self.best_checkpoint = None
 
         def after_report(self, run_context, metrics, checkpoint):
+            from raygan.storage import uri_of
+
             result = dict(metrics[0])
-            if checkpoint is not None and result.get("new_best"):
-                self.best_checkpoint = checkpoint.path
+            uri = uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
+            if uri is not None and result.get("new_best"):
+                self.best_checkpoint = uri
             if "kid" not in result:  # Tune sees evaluations only: each carries the objective
                 return
             result["best_checkpoint"] = self.best_checkpoint
-            self.queue.put((result, checkpoint.path if checkpoint is not None else None))
+            self.queue.put((result, uri))
 
     return ForwardEvaluations()
 
@@ -276,11 +279,21 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) ->
     storage.write_bytes(storage.join(experiment_uri, "summary.csv"), text.getvalue().encode())
 
 
+def restore_args(experiment_uri: str) -> dict[str, Any]:
+    """Tuner.restore / can_restore's path and filesystem for an experiment in a folder or object store."""
+    from raygan import storage
+
+    if not storage.is_uri(experiment_uri):
+        return {"path": experiment_uri}
+    fs, path = storage.filesystem(experiment_uri, patient=True)
+    return {"path": path, "storage_filesystem": fs}
+
+
 def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = False) -> dict:
     """Run (or resume) the sweep; returns the contract's result object plus the rows."""
     from ray import tune
 
-    from raygan.train.ray_train import ensure_ray
+    from raygan.train.ray_train import ensure_ray, ray_storage
 
     searched = list(cfg.tune.search_space)
     experiment_uri = f"{storage_root.rstrip('/')}/{experiment}"
@@ -290,7 +303,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     connected = ensure_ray()
     try:
         if resume:
-            tuner = tune.Tuner.restore(experiment_uri, trainable=trainable, resume_errored=True)
+            tuner = tune.Tuner.restore(trainable=trainable, resume_errored=True, **restore_args(experiment_uri))
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -301,7 +314,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                     reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with the old one
                 ),
                 run_config=tune.RunConfig(
-                    name=experiment, storage_path=storage_root,
+                    name=experiment, **ray_storage(storage_root),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers, a few bytes each
                 ),
             )  # fmt: skip

@@ -20,3 +20,64 @@ def ray_session():
     ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
     yield ray
     ray.shutdown()
+
+
+class S3Endpoint:
+    """moto's S3 server on a loopback port, with IAM signature checks on, as AWS would answer."""
+
+    def __init__(self, endpoint: str, env: dict):
+        self.endpoint, self.env = endpoint, env
+
+    def client(self, **overrides):
+        import boto3
+
+        env = {**self.env, **overrides}
+        return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+    def bucket(self, name: str) -> str:
+        """Create the bucket (if it is not there yet); returns its name."""
+        client = self.client()
+        if name not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+            client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    import json
+    import logging
+
+    import boto3
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    region = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
+                       aws_secret_access_key="bootstrap")  # fmt: skip
+    iam.create_user(UserName="raygan")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="raygan", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="raygan")["AccessKey"]
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)  # from now on, signatures count
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+           "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], **region}  # fmt: skip
+    yield S3Endpoint(endpoint, env)
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 endpoint, with its credentials in this process's environment for the test."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

@@ -1,5 +1,7 @@
 """Training on real Ray Train workers with DDP (gloo on CPU)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,7 +25,7 @@ def final_state(tmp_path, name, tree, workers):
     cfg = build_config(tree, [f"scaling.num_workers={workers}"])
     result = fit(cfg, name, str(tmp_path))
     assert result.metrics["step"] == cfg.train.steps
-    return safe_load(list_checkpoints(tmp_path / name)[-1] / STATE)
+    return safe_load(Path(list_checkpoints(tmp_path / name)[-1]) / STATE)
 
 
 def assert_same_weights(a, b):
@@ -78,7 +80,7 @@ def test_folder_streams_through_ray_data_to_two_workers(ray_session, tmp_path):
     }
     state = final_state(tmp_path, "folder", tree, workers=2)
     assert state["step"] == 5
-    meta = (list_checkpoints(tmp_path / "folder")[-1] / "meta.json").read_text()
+    meta = (Path(list_checkpoints(tmp_path / "folder")[-1]) / "meta.json").read_text()
     assert '"num_classes": 2' in meta and '"channels": 3' in meta
 
 

@@ -220,23 +220,12 @@ def test_wgan_run_report(tmp_path):
     assert sorted(write_report(str(tmp_path / "run"), tmp_path / "out")["files"]) == sorted(RUN_FILES)
 
 
-def test_report_reads_a_run_on_s3(tmp_path, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for key, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-                           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
-            monkeypatch.setenv(key, value)
-        boto3.client("s3").create_bucket(Bucket="raygan-report")
-        write_run("s3://raygan-report/results/run")
-        result = write_report("s3://raygan-report/results/run", tmp_path / "out")
-        assert sorted(result["files"]) == sorted(RUN_FILES)
-        assert gif_frames(tmp_path / "out" / "progress.gif") == 6
-    finally:
-        server.stop()
+def test_report_reads_a_run_on_s3(tmp_path, s3):
+    s3.bucket("raygan-report")
+    write_run("s3://raygan-report/results/run")
+    result = write_report("s3://raygan-report/results/run", tmp_path / "out")
+    assert sorted(result["files"]) == sorted(RUN_FILES)
+    assert gif_frames(tmp_path / "out" / "progress.gif") == 6
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,16 +17,13 @@ import torch
 from raygan.config import DataConfig
 from raygan.errors import UserError
 from raygan.metrics.evaluator import fixed_latents
+from raygan.checkpoint import is_checkpoint_or_run
 from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
 
 BUILTIN = ("digits", "stacked-digits")
 DEFAULT_FAKE_SAMPLES = 2000
 DEFAULT_SIZE = 32
-
-
-def _is_checkpoint_or_run(path: Path) -> bool:
-    return (path / "generator.pt").is_file() or any(path.glob("checkpoint_*/generator.pt"))
 
 
 def load_images(spec: str, num: Optional[int], image_size: Optional[int]) -> tuple[torch.Tensor, str]:
@@ -46,7 +43,7 @@ def load_images(spec: str, num: Optional[int], image_size: Optional[int]) -> tup
     path = Path(spec).expanduser()
     if path.suffix == ".npz":
         images = npz_images(spec, size).images
-    elif path.is_dir() and _is_checkpoint_or_run(path):
+    elif is_checkpoint_or_run(spec):
         return sample_checkpoint(spec, num or DEFAULT_FAKE_SAMPLES)
     elif path.is_dir():
         images = image_folder(spec, size, channels=3).images
@@ -66,8 +63,7 @@ def sample_checkpoint(spec: str, num: int) -> tuple[torch.Tensor, str]:
 
 
 def _checkpoint_size(spec: str) -> Optional[int]:
-    path = Path(spec).expanduser()
-    if path.is_dir() and _is_checkpoint_or_run(path):
+    if is_checkpoint_or_run(spec):
         from raygan.checkpoint import read_config, resolve_checkpoint
 
         return read_config(resolve_checkpoint(spec)).data.image_size

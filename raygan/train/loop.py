@@ -8,7 +8,6 @@ benchmarks pass plain functions. The same code serves `train` and `bench`.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional
 
@@ -16,6 +15,7 @@ from raygan.config import Config
 from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
 
+UNSCORED_FID = 1e9  # ranks checkpoints taken before any evaluation last (JSON, where Ray keeps scores, has no inf)
 ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
 
 
@@ -48,7 +48,8 @@ def train_loop(
     spent = {"steps": 0.0, "eval": 0.0, "report": 0.0}
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
-    last_fid = math.inf
+    evaluated = [r["fid"] for r in monitor.history if "fid" in r] if monitor is not None else []
+    last_fid = evaluated[-1] if evaluated else UNSCORED_FID  # a resumed run remembers its last FID
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic

@@ -13,6 +13,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +24,8 @@ import torch
 
 from ray.train.v2.api.config import LoggingConfig
 
-from raygan.checkpoint import GRID, STATE, checkpoint_name, safe_load, write_checkpoint
+from raygan import storage
+from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, write_checkpoint
 from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset
@@ -36,6 +38,8 @@ from raygan.train.runlog import RunLog, grid_latents, png_bytes
 from raygan.train.step import GANEngine, unwrap
 
 BENCH_WARMUP_STEPS = 3
+STORAGE_PATIENCE_S = 900  # a checkpoint waits this long for unreachable storage before the run fails
+STORAGE_RETRY_S = 5
 
 
 def _prepare(module: torch.nn.Module) -> torch.nn.Module:
@@ -97,13 +101,13 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
             run_log.record(metrics, grid)
         if with_checkpoint and rank == 0:
             with tempfile.TemporaryDirectory() as folder:
-                write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()})
-                if grid is not None:
-                    Path(folder, GRID).write_bytes(png_bytes(grid))
+                grid_png = png_bytes(grid) if grid is not None else None
+                write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()}, grid_png)
                 ray.train.report(
                     metrics,
                     checkpoint=ray.train.Checkpoint.from_directory(folder),
                     checkpoint_dir_name=checkpoint_name(engine.step),
+                    checkpoint_upload_fn=upload_checkpoint,
                 )
         else:
             ray.train.report(metrics)
@@ -114,6 +118,30 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
         run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):
         _write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
+
+
+def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
+    """Ray's checkpoint_upload_fn: file by file, manifest last; while storage is unreachable (an S3
+    outage) wait and retry instead of failing the run. Training pauses meanwhile; nothing is lost."""
+    context = ray.train.get_context().get_storage()
+    fs, dest = context.storage_filesystem, context.build_checkpoint_path_from_name(dir_name)
+    files = upload_order(Path(checkpoint.path))
+    deadline, waited = time.monotonic() + STORAGE_PATIENCE_S, False
+    while True:
+        try:
+            for file in files:
+                storage.write_file(fs, f"{dest}/{file.name}", file.read_bytes())
+            break
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise
+            if not waited:
+                _write_line(f"warning: storage unreachable, {dir_name} waits for it ({str(e).splitlines()[0][:160]})")
+                waited = True
+            time.sleep(STORAGE_RETRY_S)
+    if waited:
+        _write_line(f"storage reachable again: {dir_name} written")
+    return ray.train.Checkpoint(dest, fs)
 
 
 def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int) -> dict:
@@ -144,6 +172,15 @@ def ensure_ray() -> bool:
         return False
     ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
     return True
+
+
+def ray_storage(storage_path: str) -> dict[str, Any]:
+    """RunConfig's storage arguments: object stores through raygan's patient filesystem, whose
+    retries carry Ray's own writes (checkpoint registry, experiment state) through an outage."""
+    if not storage.is_uri(storage_path):
+        return {"storage_path": storage_path}
+    fs, path = storage.filesystem(storage_path, patient=True)
+    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def worker_resources(s: ScalingConfig) -> dict[str, float]:
@@ -179,7 +216,7 @@ def trainer(
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=storage_path,
+            **ray_storage(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(  # the best by FID, and always the latest
                 num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute="fid", checkpoint_score_order="min"
