@@ -127,10 +127,9 @@ def _local_or_uri(path: str) -> str:
 
 def is_checkpoint_or_run(path: str) -> bool:
     """Whether `path` (local or a URI) looks like a checkpoint or a run folder."""
-    storage.check_uri(path)
     try:
         names = storage.sizes(_local_or_uri(path), files_only=False)
-    except OSError:
+    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError: not a URI it knows
         return False
     return GENERATOR in names or MANIFEST in names or any(n.startswith("checkpoint_0") for n in names)
 

@@ -123,6 +123,7 @@ class ScalingConfig:
     cpus_per_worker: float = 1  # also the torch threads per worker
     gpus_per_worker: float = 1  # fractional GPUs let trials share a device
     sync_batchnorm: bool = False  # GPU only: batch statistics over the global batch
+    resources_per_worker: dict = field(default_factory=dict)  # extra Ray resources per worker, e.g. {trainer: 1}
 
 
 @dataclass(frozen=True)
@@ -471,6 +472,13 @@ def validate(cfg: Config) -> None:
         )
     if s.sync_batchnorm and not s.use_gpu:
         raise ConfigError("scaling.sync_batchnorm", "PyTorch's SyncBatchNorm runs on GPUs only")
+    for name, amount in s.resources_per_worker.items():
+        key = f"scaling.resources_per_worker.{name}"
+        if name in ("CPU", "GPU"):
+            raise ConfigError(key, "set by scaling.cpus_per_worker / gpus_per_worker")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise ConfigError(key, f"expected a number, got {amount!r}")
+        _check_range(key, amount, 0, lo_open=True)
 
     if not cfg.storage.path:
         raise ConfigError("storage.path", "must not be empty")

@@ -1,6 +1,8 @@
 """Shared fixtures: one local Ray instance for the whole session (started and stopped here)."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,31 @@ def ray_session():
     ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
     yield ray
     ray.shutdown()
+
+
+def run_module(module: str, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
+    """`python -m module args` as a user runs it: its own process, its own Ray."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`raygan train tune_configs/smoke.yaml` once per session: (storage folder, the finished process)."""
+    storage = tmp_path_factory.mktemp("smoke-run")
+    result = run_module("raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage),
+                        "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage, result
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """`python -m raygan.tune tune_configs/smoke.yaml` once per session: (storage folder, the process)."""
+    storage = tmp_path_factory.mktemp("smoke-sweep")
+    result = run_module("raygan.tune", "tune_configs/smoke.yaml", "--storage", str(storage), "--name", "smoke", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return storage, result
 
 
 class S3Endpoint:

@@ -17,14 +17,6 @@ def raygan(*args, timeout=600):
     )
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    result = raygan("train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return storage, result
-
-
 def test_train_smoke_on_two_workers(smoke_run):
     storage, result = smoke_run
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -360,6 +360,26 @@ def test_trials_no_node_can_hold_are_refused():
     assert place(aws, 1, scaling(num_workers=1, cpus_per_worker=64)) == ({}, 1)  # nor 64 CPUs
 
 
+def test_custom_resources_per_worker_join_every_bundle():
+    """scaling.resources_per_worker pins a trial's workers to the node types that offer those resources
+    (tests/test_cluster_live.py runs it on a live autoscaler)."""
+    trainer = {**scaling(), "resources_per_worker": {"trainer": 1}}
+    assert worker_bundle(trainer) == {"CPU": 1, "GPU": 1, "trainer": 1}
+    assert worker_bundle({**trainer, "use_gpu": False}) == {"CPU": 1, "trainer": 1}
+    assert place(aws_cluster(), 1, trainer) == ({}, 1)  # no node type of aws.yaml offers `trainer`
+
+
+@pytest.mark.parametrize(
+    "resources, key", [("{GPU: 2}", "GPU"), ("{trainer: 0}", "trainer"), ("{trainer: x}", "trainer")]
+)
+def test_bad_resources_per_worker_name_the_resource(resources, key):
+    from raygan.config import build_config
+    from raygan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^scaling\.resources_per_worker\.{key}: "):
+        build_config({}, [f"scaling.resources_per_worker={resources}"])
+
+
 def cluster_sweeps() -> list[tuple[str, dict, int]]:
     """Every shipped sweep as the RayJob runs it (scaling.use_gpu=true), plus the RayJob's own sweep."""
     from raygan.config import load_config

@@ -382,24 +382,29 @@ def _raygan(*args, module="raygan.cli"):
     return result
 
 
+def evaluations(run: Path) -> int:
+    return sum("fid" in json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
 @pytest.mark.slow
-def test_report_on_a_real_smoke_run(tmp_path):
-    _raygan("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path), "--name", "r")
-    result = _raygan("report", str(tmp_path / "r"), "--out", str(tmp_path / "out"), "--json")
+def test_report_on_a_real_smoke_run(smoke_run, tmp_path):
+    storage, _ = smoke_run
+    result = _raygan("report", str(storage / "smoke"), "--out", str(tmp_path / "out"), "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["kind"] == "run" and sorted(summary["files"]) == sorted(RUN_FILES)
-    assert gif_frames(tmp_path / "out" / "progress.gif") == 2  # smoke evaluates at steps 50 and 100
+    assert evaluations(storage / "smoke") >= 2  # smoke evaluates at steps 50 and 100 (more if resumed since)
+    assert gif_frames(tmp_path / "out" / "progress.gif") == evaluations(storage / "smoke")
     assert missing_references(tmp_path / "out") == []
     if CHROMIUM:
         assert set(images_in_chromium(tmp_path / "out" / "index.html", tmp_path / "profile").values()) == {"yes"}
 
 
 @pytest.mark.slow
-def test_report_on_a_real_smoke_sweep(tmp_path):
-    _raygan("tune_configs/smoke.yaml", "--storage", str(tmp_path), "--name", "s", module="raygan.tune")
-    result = _raygan("report", str(tmp_path / "s"), "--out", str(tmp_path / "out"), "--json")
+def test_report_on_a_real_smoke_sweep(smoke_sweep, tmp_path):
+    storage, _ = smoke_sweep
+    result = _raygan("report", str(storage / "smoke"), "--out", str(tmp_path / "out"), "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    trials = [row["trial"] for row in json.loads((tmp_path / "s" / "summary.json").read_text())]
+    trials = [row["trial"] for row in json.loads((storage / "smoke" / "summary.json").read_text())]
     assert summary["kind"] == "experiment" and len(trials) == 2
     assert {"index.html", "fid_trials.png", "trials.csv", "effect_optim.d.lr.png"} <= set(summary["files"])
     for trial in trials:

@@ -75,12 +75,8 @@ def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_sweep_end_to_end(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "raygan.tune", "tune_configs/smoke.yaml", "--storage", str(tmp_path), "--name", "smoke",
-         "--json"], capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_smoke_sweep_end_to_end(smoke_sweep):
+    _, result = smoke_sweep
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(summary) == {"experiment", "trials", "best_config", "best_fid", "best_checkpoint"}
     assert summary["trials"] == 2 and summary["best_fid"] > 0

@@ -184,8 +184,10 @@ def ray_storage(storage_path: str) -> dict[str, Any]:
 
 
 def worker_resources(s: ScalingConfig) -> dict[str, float]:
-    """One Train worker's resource request; a trial asks for num_workers of these (its bundles)."""
-    return {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    """One Train worker's resource request; a trial asks for num_workers of these (its bundles).
+    `resources_per_worker` adds custom resources, which pin workers to the node types that offer them."""
+    gpus = {"GPU": s.gpus_per_worker} if s.use_gpu else {}
+    return {"CPU": s.cpus_per_worker, **gpus, **s.resources_per_worker}
 
 
 def trainer(
