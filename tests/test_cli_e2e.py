@@ -1,20 +1,18 @@
 """`raygan train`, `sample` and `bench` as a user runs them: separate processes, their own Ray."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_module
+
 pytestmark = pytest.mark.slow
 
 
 def raygan(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return run_module("raygan.cli", *args, timeout=timeout)
 
 
 def test_train_smoke_on_two_workers(smoke_run):

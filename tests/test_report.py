@@ -7,7 +7,6 @@ writer and reader are tested together. The `slow` tests at the end train for rea
 import json
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -16,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_module
 from raygan.cli import main
 from raygan.report import grid_array, load_run, loss_keys, trial_runs, write_report
 from raygan.train.runlog import RunLog, grid_name
 
-REPO = Path(__file__).resolve().parents[1]
 RUN_FILES = ["index.html", "losses.png", "fid.png", "modes.png", "grid_best.png", "grid_last.png", "progress.gif"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_INSTALL = "apt-get install -y --no-install-recommends chromium  (Debian's chromium package)"
@@ -376,8 +375,8 @@ def test_chromium_check_catches_a_missing_image(run, tmp_path):
 # real runs (these start Ray)
 
 
-def _raygan(*args, module="raygan.cli"):
-    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=900, cwd=REPO)
+def _raygan(*args):
+    result = run_module("raygan.cli", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

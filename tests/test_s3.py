@@ -10,16 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import run_module
 from raygan.cli import main
 
 
-def raygan(s3, *args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **s3.env, **(env or {})})  # fmt: skip
+def raygan(s3, *args, timeout=600):
+    return run_module("raygan.cli", *args, timeout=timeout, env={**os.environ, **s3.env})
 
 
 def last_json(result) -> dict:

@@ -14,7 +14,6 @@ from typing import Optional
 
 import torch
 
-from raygan.config import DataConfig
 from raygan.errors import UserError
 from raygan.metrics.evaluator import fixed_latents
 from raygan.checkpoint import is_checkpoint_or_run
