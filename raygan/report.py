@@ -108,12 +108,9 @@ def detect(uri: str) -> str:
 
 
 def _is_file(uri: str) -> bool:
-    import pyarrow.fs
-
     try:
-        fs, path = storage.filesystem(uri)
-        return fs.get_file_info(path).type == pyarrow.fs.FileType.File
-    except (OSError, ValueError):
+        return storage.is_file(uri)
+    except (OSError, ValueError):  # a URI pyarrow cannot open is no file either
         return False
 
 

@@ -162,6 +162,11 @@ def uri_of(fs: pyarrow.fs.FileSystem, path: str) -> str:
     return f"{scheme}://{path}"
 
 
+def is_file(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pyarrow.fs.FileType.File
+
+
 def read_bytes(uri: str) -> Optional[bytes]:
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
