@@ -121,14 +121,10 @@ def best_checkpoint(run: Union[str, Path]) -> Optional[str]:
     return min(scored, key=lambda item: item[0])[1] if scored else checkpoints[-1]
 
 
-def _local_or_uri(path: str) -> str:
-    return path if storage.is_uri(path) else str(Path(path).expanduser())
-
-
 def is_checkpoint_or_run(path: str) -> bool:
     """Whether `path` (local or a URI) looks like a checkpoint or a run folder."""
     try:
-        names = storage.sizes(_local_or_uri(path), files_only=False)
+        names = storage.sizes(storage.expand(path), files_only=False)
     except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError: not a URI it knows
         return False
     return GENERATOR in names or MANIFEST in names or any(n.startswith("checkpoint_0") for n in names)
@@ -137,7 +133,7 @@ def is_checkpoint_or_run(path: str) -> bool:
 def resolve_checkpoint(path: str) -> str:
     """A complete checkpoint, or a run's best one; UserError naming the path otherwise."""
     storage.check_uri(path)
-    path = _local_or_uri(str(path))
+    path = storage.expand(str(path))
     try:
         names = storage.sizes(path, files_only=False)
     except OSError as e:

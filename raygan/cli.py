@@ -285,7 +285,7 @@ def checkpoint_rows(uri: str) -> list[dict[str, Any]]:
     """One row per checkpoint of every run at or under `uri`; `best` marks each run's lowest FID."""
     from raygan import checkpoint, storage
 
-    root = uri if storage.is_uri(uri) else str(Path(uri).expanduser())
+    root = storage.expand(uri)
     rows = []
     for run in checkpoint.find_runs(root):
         best = checkpoint.best_checkpoint(run)

@@ -686,8 +686,7 @@ def write_report(uri: str, out: str | Path) -> dict:
 
     `files` are relative to `out`, index.html last. Input is read and checked before `out` is created.
     """
-    if not storage.is_uri(uri):
-        uri = str(Path(uri).expanduser())
+    uri = storage.expand(uri)
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")

@@ -33,6 +33,11 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def expand(path: str) -> str:
+    """A URI unchanged; a local path with `~` expanded (relative paths stay relative, as typed)."""
+    return path if is_uri(path) else str(Path(path).expanduser())
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
