@@ -24,6 +24,8 @@ import yaml
 from raygan.config import Config, load_config
 from raygan.errors import UserError
 
+STARTED_AT = time.time()  # "launch to first training step" is measured from here
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports bad arguments in raygan's one-line form."""
@@ -139,6 +141,7 @@ def cmd_train(args) -> int:
     name = _run_name(args)
     if args.dry_run:
         return _print_resolved(cfg)
+    from raygan.train.loop import format_timing
     from raygan.train.ray_train import fit
 
     from ray.train import TrainingFailedError
@@ -146,7 +149,7 @@ def cmd_train(args) -> int:
     _preflight(cfg)
     root = storage_root(cfg)
     try:
-        result = fit(cfg, name, root)
+        result = fit(cfg, name, root, started_at=STARTED_AT)
     except TrainingFailedError as e:
         print(f"error: run {name} failed: {e}", file=sys.stderr)
         return 1
@@ -160,6 +163,8 @@ def cmd_train(args) -> int:
     if metrics.get("best_fid") is not None:
         print(f"best FID {metrics['best_fid']:.3f} at step {metrics.get('best_step')}; health: {health.get('status')}"
               + (f"; stopped: {health['stop_reason']}" if health.get("stop_reason") else ""))  # fmt: skip
+    if result.return_value:
+        print(format_timing(result.return_value))
     if args.json:
         _print_json(
             {
@@ -319,13 +324,14 @@ def cmd_bench(args) -> int:
     from raygan.train.ray_train import bench
 
     with tempfile.TemporaryDirectory(prefix="raygan-bench-") as storage:
-        result = bench(cfg, args.steps, storage, name="bench")
+        result = bench(cfg, args.steps, storage, name="bench", started_at=STARTED_AT)
     print(
         f"{result['workers']} worker(s): {result['images_per_s']:.1f} images/s, "
-        f"{result['step_s'] * 1000:.1f} ms/step, G {result['params_G']:,} / D {result['params_D']:,} parameters"
+        f"{result['step_s'] * 1000:.1f} ms/step, G {result['params_G']:,} / D {result['params_D']:,} parameters; "
+        f"first step {result['startup_s']:.1f} s after launch"
     )
     if args.json:
-        _print_json({k: result[k] for k in ("images_per_s", "step_s", "params_G", "params_D", "workers")})
+        _print_json({k: result[k] for k in ("images_per_s", "step_s", "params_G", "params_D", "workers", "startup_s")})
     return 0
 
 

@@ -45,6 +45,7 @@ class ModelConfig:
     d_dropout: float = 0.0  # dropout after each hidden D activation (MRI project: 0.25..0.45)
     bn_momentum: float = 0.1  # PyTorch convention: Keras momentum 0.8 is 0.2 here
     conditional: bool = False  # CGAN: the label conditions G (embedding) and D (projection)
+    pack: int = 1  # PacGAN: D judges this many samples at once, stacked along channels (against mode collapse)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class TrainConfig:
     n_critic: int = 1  # D (critic) updates per G update, each on a fresh real batch
     d_loss_threshold: Optional[float] = None  # D updated only while its batch loss is above this
     g_loss_threshold: Optional[float] = None  # G updated only while its batch loss is above this
-    ema: float = 0.0  # decay of an exponential moving average of G (0: off)
+    ema: float = 0.0  # decay of an exponential moving average of G (0: off); ramps up from 0.1 over the first steps
     eval_every: int = 250  # steps between evaluations
     checkpoint_every: int = 250  # steps between checkpoints (rank 0 writes)
     keep_checkpoints: int = 3  # checkpoints kept in storage (the latest always)
@@ -92,7 +93,9 @@ class TrainConfig:
     stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
     amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
-    channels_last: Optional[bool] = None  # null: on with CUDA, off on CPU
+    channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
+    compile: bool = False  # torch.compile G and D (pays on long GPU runs; the first steps compile)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
 
 
 @dataclass(frozen=True)
@@ -406,6 +409,11 @@ def validate(cfg: Config) -> None:
         _check_choice(key, get_dotted(cfg, key))
     _check_range("model.d_dropout", m.d_dropout, 0, 1, hi_open=True)
     _check_range("model.bn_momentum", m.bn_momentum, 0, 1)
+    _check_range("model.pack", m.pack, 1)
+    if m.pack > 1 and m.conditional:
+        raise ConfigError("model.pack", "packing mixes the labels of a pack; use it with conditional: false")
+    if m.pack > 1 and loss.name == "wgan-gp":
+        raise ConfigError("model.pack", "wgan-gp's gradient penalty is per sample; packing needs another loss")
 
     _check_choice("loss.name", loss.name)
     _check_choice("loss.label_smoothing_mode", loss.label_smoothing_mode)
@@ -466,6 +474,8 @@ def validate(cfg: Config) -> None:
     _check_range("scaling.num_workers", s.num_workers, 1)
     _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
     _check_range("scaling.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
+    if (t.batch_size // s.num_workers) % m.pack:
+        raise ConfigError("model.pack", f"each worker's batch ({t.batch_size // s.num_workers}) must be a multiple of it")
     if t.batch_size % s.num_workers:
         raise ConfigError(
             "train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers"

@@ -68,6 +68,7 @@ def test_bench_json():
     bench = json.loads(result.stdout.strip().splitlines()[-1])
     assert bench["workers"] == 1 and bench["images_per_s"] > 0 and bench["step_s"] > 0
     assert bench["params_G"] > 0 and bench["params_D"] > 0
+    assert 0 < bench["startup_s"] < 600  # launch to first step, Ray start included
 
 
 def test_best_checkpoint_has_the_best_fid_and_health_is_reported(smoke_run):
@@ -83,6 +84,8 @@ def test_best_checkpoint_has_the_best_fid_and_health_is_reported(smoke_run):
     assert set(health["flags"]) == {"nan", "collapse", "diminished_gradient", "non_convergence"}
     assert {"modes_covered", "mode_kl", "diversity"} <= set(health)
     assert "real statistics computed and cached" in result.stdout + result.stderr
+    timing = next(line for line in result.stdout.splitlines() if line.startswith("time: first step "))
+    assert "steps " in timing and "evaluation " in timing and "reports and checkpoints " in timing
 
 
 def test_fid_command_samples_a_run(smoke_run):

@@ -56,6 +56,10 @@ def test_overrides_are_typed():
         (["optim.d.lr=-1"], "optim.d.lr"),
         (["optim.g.betas=[0.5]"], "optim.g.betas"),
         (["model.d_dropout=1.0"], "model.d_dropout"),
+        (["model.pack=0"], "model.pack"),
+        (["model.pack=2", "model.conditional=true"], "model.pack"),
+        (["model.pack=2", "loss.name=wgan-gp", "model.d_norm=layer"], "model.pack"),
+        (["model.pack=3"], "model.pack"),  # 64 is not a multiple of 3
         (["data.image_size=48"], "data.image_size"),
         (["data.image_size=32", "model.g_layers=5"], "model.g_layers"),
         (["data.image_size=64", "model.d_layers=6"], "model.d_layers"),

@@ -69,3 +69,16 @@ def test_bn_momentum_reaches_the_layers():
     cfg = build_config({"model": {"bn_momentum": 0.2}})
     bns = [m for m in build_discriminator(cfg, 1, 0).modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.momentum == 0.2 for m in bns)
+
+
+def test_packed_discriminator_scores_each_pack_once():
+    """PacGAN: D sees 2 samples at once; both members of a pack get the pack's logit."""
+    cfg = build_config({"data": {"image_size": 16}, "model": {"g_layers": 3, "d_layers": 3, "d_width": 8, "pack": 2}})
+    D = build_discriminator(cfg, 1, 0).eval()
+    assert D.inner.features[0].in_channels == 2
+    images = torch.randn(6, 1, 16, 16)
+    logits = D(images)
+    assert logits.shape == (6,)
+    assert torch.equal(logits[0::2], logits[1::2])
+    swapped = images[[1, 0, 2, 3, 4, 5]]  # order within a pack matters to D, other packs are unaffected
+    assert torch.equal(D(swapped)[2:], logits[2:])

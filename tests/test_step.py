@@ -49,6 +49,7 @@ VARIANTS = [
     ["model.g_activation=leaky_relu", "model.d_norm=none", "model.g_norm=none"],
     ["data.name=stacked-digits", "model.conditional=true"],
     ["data.name=random", "data.channels=3"],
+    ["data.name=stacked-digits", "model.pack=2", "loss.label_flip=0.1"],
 ]
 
 
@@ -168,3 +169,40 @@ def test_crafted_pickle_is_rejected(tmp_path):
     path.write_bytes(pickle.dumps({"G": Boom()}))
     with pytest.raises(UserError, match="state.pt: not a loadable raygan checkpoint"):
         safe_load(path)
+
+
+def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    engine = GANEngine(tiny(), channels=1, num_classes=10, rank=rank, world_size=2)
+    bn = next(m for m in unwrap(engine.G).modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(float(rank))  # ranks disagree, as after steps on different half batches
+    bn.running_var.fill_(1.0 + 2 * rank)
+    engine.average_buffers()
+    if rank == 0:
+        torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone()}, out_file)
+    dist.destroy_process_group()
+
+
+def test_average_buffers_makes_the_ranks_agree(tmp_path):
+    """DDP does not broadcast BatchNorm statistics every step; before evaluations they are averaged."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_average_buffers_on_rank, args=(str(tmp_path / "store"), str(out)), nprocs=2)
+    averaged = torch.load(out)
+    assert torch.all(averaged["mean"] == 0.5) and torch.all(averaged["var"] == 2.0)
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_and_save_plain_weights():
+    """train.compile wraps G and D in torch.compile; checkpoints still hold the plain networks' keys."""
+    cfg = tiny("train.compile=true")
+    engine, dataset = make(cfg)
+    before = params(engine).clone()
+    run_steps(engine, dataset, cfg, 2)
+    assert not torch.equal(before, params(engine))
+    state = engine.state_dict()
+    assert not any("_orig_mod" in key for key in state["G"]) and not any("_orig_mod" in key for key in state["D"])
+    assert all(torch.isfinite(torch.tensor(v)) for v in engine.pop_metrics().values() if isinstance(v, float))

@@ -11,12 +11,14 @@ image size (inputs are resized to 32x32) and images in [0, 1], as torchmetrics p
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 WEIGHTS = Path(__file__).parent / "weights" / "digits_cnn.pt"
 INPUT_SIZE = 32
@@ -49,6 +51,18 @@ class DigitsNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images))
+
+    def inference_copy(self) -> "DigitsNet":
+        """The same function, faster: BatchNorm folded into the convs, channels-last weights."""
+        net = copy.deepcopy(self).eval()
+        layers, fused = list(net.body), []
+        while layers:
+            layer = layers.pop(0)
+            if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
+                layer = fuse_conv_bn_eval(layer, layers.pop(0))
+            fused.append(layer)
+        net.body = nn.Sequential(*fused)
+        return net.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
 def load_digits_net(path: Path = WEIGHTS) -> DigitsNet:

@@ -36,6 +36,11 @@ class Extractor(nn.Module):
     def classify(self, images: torch.Tensor) -> Optional[torch.Tensor]:
         return None
 
+    def features_and_classes(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.features(images), self.classify(images)
+
+    batch_size = 500  # images per forward pass in `fid.extract`
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
 
@@ -45,31 +50,32 @@ def _file_digest(path: Path) -> str:
 
 
 class DigitsExtractor(Extractor):
+    batch_size = 64  # small batches stay in cache: 10,000 images in about 2 s on 2 cores, not 7
+
     def __init__(self, channels: int):
         super().__init__()
         from raygan.metrics.digits_net import WEIGHTS, DigitsNet, load_digits_net
 
-        self.net: DigitsNet = load_digits_net()
+        self.net: DigitsNet = load_digits_net().inference_copy()
         self.channels = channels
         self.num_features = DigitsNet.num_features * channels
         self.num_classes = 10**channels
         self.identity = f"digits-{_file_digest(WEIGHTS)}-c{channels}"
 
-    def _per_channel(self, images: torch.Tensor) -> torch.Tensor:
+    @torch.inference_mode()
+    def features_and_classes(self, images):
         n, c = images.shape[:2]
-        return images.reshape(n * c, 1, *images.shape[2:])
-
-    @torch.no_grad()
-    def features(self, images):
-        n = images.shape[0]
-        return self.net.features(self._per_channel(images)).reshape(n, -1)
-
-    @torch.no_grad()
-    def classify(self, images):
-        n, c = images.shape[:2]
-        digits = self.net(self._per_channel(images)).argmax(1).reshape(n, c)
+        per_channel = images.reshape(n * c, 1, *images.shape[2:]).contiguous(memory_format=torch.channels_last)
+        features = self.net.features(per_channel)
+        digits = self.net.classifier(features).argmax(1).reshape(n, c)
         place = 10 ** torch.arange(c - 1, -1, -1, device=digits.device)
-        return (digits * place).sum(1)
+        return features.reshape(n, -1), (digits * place).sum(1)
+
+    def features(self, images):
+        return self.features_and_classes(images)[0]
+
+    def classify(self, images):
+        return self.features_and_classes(images)[1]
 
 
 class InceptionExtractor(Extractor):

@@ -89,13 +89,12 @@ def images_to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(extractor, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(features, predicted classes or None) of images in [-1, 1], in batches."""
+def extract(extractor, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(features, predicted classes or None) of images in [-1, 1], in the extractor's batch size."""
     features, classes = [], []
-    for start in range(0, images.shape[0], batch_size):
-        batch = images_to_unit(images[start : start + batch_size])
-        features.append(extractor.features(batch).float())
-        predicted = extractor.classify(batch)
+    for start in range(0, images.shape[0], extractor.batch_size):
+        batch_features, predicted = extractor.features_and_classes(images_to_unit(images[start : start + extractor.batch_size]))
+        features.append(batch_features.float())
         if predicted is not None:
             classes.append(predicted)
     return torch.cat(features), (torch.cat(classes) if classes else None)

@@ -52,8 +52,24 @@ def build_generator(cfg: Config, channels: int, num_classes: int) -> nn.Module:
     return ARCHS[cfg.model.arch].generator(cfg, channels, num_classes)
 
 
+class Packed(nn.Module):
+    """PacGAN (Lin et al., 2018): D sees `pack` consecutive samples stacked along channels and scores
+    them together, which penalises a G whose samples look alike. Each sample gets its pack's logit, so
+    per-sample targets, losses and accuracies need no change."""
+
+    def __init__(self, discriminator: nn.Module, pack: int):
+        super().__init__()
+        self.inner, self.pack = discriminator, pack
+
+    def forward(self, images, labels=None):
+        n, c, h, w = images.shape
+        return self.inner(images.reshape(n // self.pack, self.pack * c, h, w)).repeat_interleave(self.pack)
+
+
 def build_discriminator(cfg: Config, channels: int, num_classes: int) -> nn.Module:
-    return ARCHS[cfg.model.arch].discriminator(cfg, channels, num_classes)
+    pack = cfg.model.pack
+    D = ARCHS[cfg.model.arch].discriminator(cfg, channels * pack, num_classes)
+    return Packed(D, pack) if pack > 1 else D
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -30,6 +30,14 @@ def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
     return f"step {step}/{last}  {metrics['images_per_s']:.0f} img/s  {losses}{fid}  eta {eta}"
 
 
+def format_timing(t: dict) -> str:
+    """One line from `ray_train.timing`: launch to first step, then where the loop's time went."""
+    parts = {"steps": "steps", "eval": "evaluation", "report": "reports and checkpoints", "data": "data"}
+    split = ", ".join(f"{label} {100 * t[f'{part}_s'] / max(t['loop_s'], 1e-9):.0f}%" for part, label in parts.items())
+    first = "" if t["startup_s"] is None else f"first step {t['startup_s']:.0f} s after launch; "
+    return f"time: {first}training loop {t['loop_s']:.0f} s: {split}"
+
+
 def train_loop(
     engine: GANEngine,  # built, restored from a checkpoint if resuming
     batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
@@ -41,11 +49,12 @@ def train_loop(
     checkpoints: bool = True,  # False for benchmarks
     last_step: Optional[int] = None,  # default cfg.train.steps
 ) -> dict:
-    """Run from `engine.step` to `last_step` (or a health stop); returns timing totals in seconds."""
+    """Run from `engine.step` to `last_step` (or a health stop); returns where the time went, in seconds."""
     t = cfg.train
     last = last_step or t.steps
-    step_times: list[float] = []
-    spent = {"steps": 0.0, "eval": 0.0, "report": 0.0}
+    step_times: list[float] = []  # data + step, per step
+    spent = {"data": 0.0, "steps": 0.0, "eval": 0.0, "report": 0.0}  # report includes checkpoints
+    first_step_at = None  # wall clock, for "Ray start to first step"
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
     evaluated = [r["fid"] for r in monitor.history if "fid" in r] if monitor is not None else []
@@ -53,9 +62,13 @@ def train_loop(
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic
-        engine.train_step([batches(first_batch + i) for i in range(t.n_critic)])
+        real = [batches(first_batch + i) for i in range(t.n_critic)]
+        fetched = time.perf_counter()
+        engine.train_step(real)
         step_times.append(time.perf_counter() - start)
-        spent["steps"] += step_times[-1]
+        spent["data"] += fetched - start
+        spent["steps"] += step_times[-1] - (fetched - start)
+        first_step_at = first_step_at or time.time()
         window_steps += 1
         step = engine.step
         evaluating = evaluate is not None and is_due(step, t.eval_every, last)
@@ -64,6 +77,8 @@ def train_loop(
             continue
         elapsed = time.perf_counter() - window_start
         metrics = engine.pop_metrics()
+        if evaluating or checkpointing:
+            engine.average_buffers()
         metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
         stopping = False
         if evaluating:
@@ -89,4 +104,6 @@ def train_loop(
         window_start, window_steps = time.perf_counter(), 0
         if stopping:
             break
-    return {"step_times": step_times, "seconds": spent, "wall": time.perf_counter() - run_start}
+    return {
+        "step_times": step_times, "seconds": spent, "wall": time.perf_counter() - run_start, "first_step_at": first_step_at,
+    }  # fmt: skip

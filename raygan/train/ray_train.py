@@ -9,6 +9,7 @@ Running again with the same name and storage resumes from the latest checkpoint.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import sys
@@ -26,6 +27,7 @@ from ray.train.v2.api.config import LoggingConfig
 
 from raygan import storage
 from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, write_checkpoint
+from raygan.collectives import all_reduce_mean
 from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset
@@ -38,12 +40,19 @@ from raygan.train.runlog import RunLog, grid_latents, png_bytes
 from raygan.train.step import GANEngine, unwrap
 
 BENCH_WARMUP_STEPS = 3
+BENCH_WARMUP_S = 5.0
+BENCH_LOOP = {"report": lambda metrics, checkpoint: None, "checkpoints": False}
 STORAGE_PATIENCE_S = 900  # a checkpoint waits this long for unreachable storage before the run fails
 STORAGE_RETRY_S = 5
 
 
+# BatchNorm buffers stay per rank during steps (no broadcast before every forward: four fewer
+# collectives per step); GANEngine.average_buffers makes them equal before evaluations and checkpoints.
+DDP_OPTIONS: dict[str, Any] = {"broadcast_buffers": False}
+
+
 def _prepare(module: torch.nn.Module) -> torch.nn.Module:
-    return ray.train.torch.prepare_model(module, move_to_device=False)
+    return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=DDP_OPTIONS)
 
 
 def _quiet_report_log() -> None:
@@ -72,7 +81,7 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     engine = GANEngine(cfg, channels, num_classes, device, _prepare, rank, world_size)
 
     if bench_steps is not None:
-        return _bench(engine, batches, cfg, bench_steps, world_size)
+        return _bench(engine, batches, cfg, bench_steps, world_size, loop_config["started_at"])
 
     bounded_d_loss = cfg.loss.name not in ("wgan", "wgan-gp")
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
@@ -113,11 +122,22 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
             ray.train.report(metrics)
 
     progress = _write_line if rank == 0 else None
-    train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)
+    summary = train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)
     if run_log is not None:
         run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):
         _write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
+    return timing(summary, loop_config["started_at"])
+
+
+def timing(summary: dict, started_at: float) -> dict:
+    """Where a run's time went (Result.return_value): launch to first step, and the loop's split."""
+    first = summary["first_step_at"]
+    return {
+        "startup_s": None if first is None else first - started_at,
+        "loop_s": summary["wall"],
+        **{f"{part}_s": seconds for part, seconds in summary["seconds"].items()},
+    }
 
 
 def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
@@ -144,20 +164,30 @@ def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
     return ray.train.Checkpoint(dest, fs)
 
 
-def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int) -> dict:
+def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int, started_at: float) -> dict:
     """Median time of `steps` real training steps after a warm-up; Result.return_value (rank 0's)."""
-    summary = train_loop(
-        engine, batches, cfg, report=lambda metrics, checkpoint: None, checkpoints=False,
-        last_step=BENCH_WARMUP_STEPS + steps,
-    )  # fmt: skip
-    step_s = statistics.median(summary["step_times"][BENCH_WARMUP_STEPS:])
+    summary = _warm_up(engine, batches, cfg)
+    summary["step_times"] = train_loop(engine, batches, cfg, **BENCH_LOOP, last_step=engine.step + steps)["step_times"]
+    step_s = statistics.median(summary["step_times"])
     return {
+        **timing(summary, started_at),
         "step_s": step_s,
         "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
         "params_G": count_parameters(unwrap(engine.G)),
         "params_D": count_parameters(unwrap(engine.adversaries[0].net)),
         "workers": world_size,
     }
+
+
+def _warm_up(engine: GANEngine, batches, cfg: Config) -> dict:
+    """At least BENCH_WARMUP_STEPS steps and BENCH_WARMUP_S seconds: the processes Ray starts beside
+    a new run (its controller, idle workers) compete for the CPUs for the first seconds."""
+    first = train_loop(engine, batches, cfg, **BENCH_LOOP, last_step=engine.step + BENCH_WARMUP_STEPS)
+    per_step = all_reduce_mean(torch.tensor(first["wall"] / BENCH_WARMUP_STEPS)).item()  # same count on every rank
+    more = math.ceil(max(0.0, BENCH_WARMUP_S - first["wall"]) / per_step)
+    if more:
+        train_loop(engine, batches, cfg, **BENCH_LOOP, last_step=engine.step + more)
+    return first
 
 
 def _write_line(line: str) -> None:
@@ -198,12 +228,14 @@ def trainer(
     callbacks: Optional[list] = None,  # Ray Train callbacks (the sweep's link to Tune)
     resume_from: Optional[str] = None,  # a checkpoint of another run to start from
     cache_root: Optional[str] = None,  # where real statistics are cached; default storage_path
+    started_at: Optional[float] = None,  # wall clock the user launched at; default now
 ):
     s = cfg.scaling
     datasets = {}
     loop_config = {
         "config": cfg.to_dict(), "bench_steps": bench_steps, "resume_from": resume_from,
         "storage_root": cache_root or storage_path, "run_uri": f"{storage_path.rstrip('/')}/{name}",
+        "started_at": started_at or time.time(),
     }  # fmt: skip
     if cfg.data.name == "folder":
         datasets["train"], info = folder_dataset(cfg.data)
@@ -229,7 +261,7 @@ def trainer(
     )
 
 
-def fit(cfg: Config, name: str, storage_path: str):
+def fit(cfg: Config, name: str, storage_path: str, started_at: Optional[float] = None):
     """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
 
     Disconnects from Ray afterwards only if it connected itself, so that workers' last log
@@ -237,17 +269,17 @@ def fit(cfg: Config, name: str, storage_path: str):
     """
     connected = ensure_ray()
     try:
-        return trainer(cfg, name, storage_path).fit()
+        return trainer(cfg, name, storage_path, started_at=started_at).fit()
     finally:
         if connected:
             ray.shutdown()
 
 
-def bench(cfg: Config, steps: int, storage_path: str, name: str) -> dict:
+def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: Optional[float] = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
     connected = ensure_ray()
     try:
-        return trainer(cfg, name, storage_path, bench_steps=steps).fit().return_value
+        return trainer(cfg, name, storage_path, bench_steps=steps, started_at=started_at).fit().return_value
     finally:
         if connected:
             ray.shutdown()

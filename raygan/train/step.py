@@ -55,6 +55,8 @@ def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The plain network inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
 
 
@@ -89,7 +91,8 @@ class GANEngine:
         self.local_batch = cfg.train.batch_size // world_size
         self.local = slice(rank * self.local_batch, (rank + 1) * self.local_batch)
         cuda = self.device.type == "cuda"
-        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
+        torch.backends.cudnn.benchmark = cuda and cfg.train.cudnn_benchmark
+        self.channels_last = cfg.train.channels_last
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if cuda else None
 
         seeded = torch.random.fork_rng(devices=[])  # identical initial weights on every rank
@@ -97,13 +100,13 @@ class GANEngine:
             torch.manual_seed(cfg.seed)
             G = build_generator(cfg, channels, num_classes)
             nets = {spec.name: build_discriminator(cfg, channels, num_classes) for spec in losses.adversaries(cfg.loss)}
-        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False).to(self.device) if cfg.train.ema > 0 else None
-        self.G = wrap(self._prepare(G))
+        self.G = self._compiled(wrap(self._prepare(G)))
+        self.G_ema = copy.deepcopy(unwrap(self.G)).eval().requires_grad_(False) if cfg.train.ema > 0 else None
         self.opt_G = make_optimizer(cfg.optim.g, self.G.parameters())
         self.adversaries = []
         for spec in losses.adversaries(cfg.loss):
             opt_cfg = (cfg.optim.critic or cfg.optim.d) if spec.name == "critic" else cfg.optim.d
-            net = wrap(self._prepare(nets[spec.name]))
+            net = self._compiled(wrap(self._prepare(nets[spec.name])))
             self.adversaries.append(Adversary(spec, net, make_optimizer(opt_cfg, net.parameters()), opt_cfg))
         scaler_on = self.amp_dtype == torch.float16
         self.scaler_G = torch.amp.GradScaler("cuda", enabled=scaler_on)
@@ -121,6 +124,9 @@ class GANEngine:
         if self.cfg.scaling.sync_batchnorm:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         return net
+
+    def _compiled(self, net: nn.Module) -> nn.Module:
+        return torch.compile(net) if self.cfg.train.compile else net  # around DDP: its buckets guide the graph breaks
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -230,12 +236,22 @@ class GANEngine:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.cfg.train.ema
+        decay = min(self.cfg.train.ema, (1 + self.step) / (10 + self.step))  # warm-up: forget the random start
         G = unwrap(self.G)
         ema_params = list(self.G_ema.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in G.parameters()], 1.0 - decay)
         for ema_buffer, buffer in zip(self.G_ema.buffers(), G.buffers()):
             ema_buffer.copy_(buffer)
+
+    @torch.no_grad()
+    def average_buffers(self) -> None:
+        """BatchNorm running statistics averaged over ranks (DDP does not broadcast them; see ray_train)."""
+        if self.world_size == 1:
+            return
+        for net in [self.G, *(adv.net for adv in self.adversaries)]:
+            for buffer in unwrap(net).buffers():
+                if buffer.is_floating_point():
+                    buffer.copy_(all_reduce_mean(buffer))
 
     # -- metrics --------------------------------------------------------------------------------
 
