@@ -1,7 +1,7 @@
 """Conditional digits: is each sample recognised as the label it was drawn for? Per-class accuracy of a
 run's best checkpoint (or any checkpoint), judged by an independent classifier (see raygan.metrics.label_check).
 
-    .venv/bin/python -m raygan.cli train tune_configs/digits_cgan.yaml --name cgan
+    .venv/bin/python -m raygan.cli train tune_configs/cgan.yaml --set train.ema=0.999 --name cgan
     .venv/bin/python benchmarks/digits_cgan.py ~/raygan_results/cgan [--per-class 1000]
 
 Targets (issue #8): at least 95% overall and at least 90% for every class. Exit status 0 when met, 1 if not.
