@@ -10,8 +10,6 @@ downsampled to 8x8 (antialiased, as the dataset was upsampled) and scaled to [0,
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -61,5 +59,5 @@ def label_accuracy(G: torch.nn.Module, classifier: DigitClassifier, per_class: i
 
 def accuracy_by_class(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     per_class = [float((predicted[labels == k] == k).mean()) for k in range(num_classes)]
-    worst: Optional[int] = int(np.argmin(per_class))
-    return {"accuracy": float((predicted == labels).mean()), "per_class": per_class, "worst_class": worst}
+    return {"accuracy": float((predicted == labels).mean()), "per_class": per_class,
+            "worst_class": int(np.argmin(per_class))}  # fmt: skip
