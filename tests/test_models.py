@@ -48,9 +48,12 @@ def test_options_give_finite_outputs(d_norm, activation, conditional):
 
 
 def test_conditional_generator_depends_on_the_label():
+    """G's label embedding starts at zero (G starts unconditional, see dcgan.py) and is wired in."""
     cfg = build_config({"model": {"conditional": True, "g_width": 8}})
     G = build_generator(cfg, 1, 10).eval()
     z = torch.randn(1, 100).repeat(2, 1)
+    assert torch.equal(*G(z, torch.tensor([3, 7])))
+    torch.nn.init.normal_(G.label_embedding.weight)  # as training moves it
     images = G(z, torch.tensor([3, 7]))
     assert not torch.allclose(images[0], images[1])
     D = build_discriminator(cfg, 1, 10).eval()
