@@ -175,18 +175,19 @@ def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
-    engine = GANEngine(tiny(), channels=1, num_classes=10, rank=rank, world_size=2)
-    bn = next(m for m in unwrap(engine.G).modules() if isinstance(m, torch.nn.BatchNorm2d))
-    bn.running_mean.fill_(float(rank))  # ranks disagree, as after steps on different half batches
-    bn.running_var.fill_(1.0 + 2 * rank)
+    engine = GANEngine(tiny("train.ema=0.9"), channels=1, num_classes=10, rank=rank, world_size=2)
+    norms = [next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)) for net in (unwrap(engine.G), engine.G_ema)]
+    for bn in norms:
+        bn.running_mean.fill_(float(rank))  # ranks disagree, as after steps on different half batches
+        bn.running_var.fill_(1.0 + 2 * rank)
     engine.average_buffers()
     if rank == 0:
-        torch.save({"mean": bn.running_mean.clone(), "var": bn.running_var.clone()}, out_file)
+        torch.save({"mean": torch.stack([bn.running_mean for bn in norms]), "var": torch.stack([bn.running_var for bn in norms])}, out_file)
     dist.destroy_process_group()
 
 
 def test_average_buffers_makes_the_ranks_agree(tmp_path):
-    """DDP does not broadcast BatchNorm statistics every step; before evaluations they are averaged."""
+    """DDP does not broadcast BatchNorm statistics every step; before evaluations they are averaged, in G and its EMA."""
     import torch.multiprocessing as mp
 
     out = tmp_path / "rank0.pt"

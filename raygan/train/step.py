@@ -245,11 +245,13 @@ class GANEngine:
 
     @torch.no_grad()
     def average_buffers(self) -> None:
-        """BatchNorm running statistics averaged over ranks (DDP does not broadcast them; see ray_train)."""
+        """BatchNorm running statistics averaged over ranks (DDP does not broadcast them; see ray_train),
+        the EMA copy's too: it is what evaluations sample from."""
         if self.world_size == 1:
             return
-        for net in [self.G, *(adv.net for adv in self.adversaries)]:
-            for buffer in unwrap(net).buffers():
+        nets = [unwrap(self.G), *(unwrap(adv.net) for adv in self.adversaries)]
+        for net in nets + ([self.G_ema] if self.G_ema is not None else []):
+            for buffer in net.buffers():
                 if buffer.is_floating_point():
                     buffer.copy_(all_reduce_mean(buffer))
 
