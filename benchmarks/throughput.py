@@ -94,10 +94,11 @@ def step_flops(config: Path) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from raygan.config import load_config
+    from raygan.data import load_dataset
     from raygan.models import build_discriminator, build_generator
 
     cfg = load_config(config)
-    channels = 3 if cfg.data.name == "random" else 1
+    channels = load_dataset(cfg.data).channels
     G, D = build_generator(cfg, channels, 10), build_discriminator(cfg, channels, 10)
     batch, size = cfg.train.batch_size, cfg.data.image_size
     with FlopCounterMode(display=False) as counter:

@@ -166,11 +166,11 @@ def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
 
 def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int, started_at: float) -> dict:
     """Median time of `steps` real training steps after a warm-up; Result.return_value (rank 0's)."""
-    summary = _warm_up(engine, batches, cfg)
-    summary["step_times"] = train_loop(engine, batches, cfg, **BENCH_LOOP, last_step=engine.step + steps)["step_times"]
-    step_s = statistics.median(summary["step_times"])
+    warm_up = _warm_up(engine, batches, cfg)
+    timed = train_loop(engine, batches, cfg, **BENCH_LOOP, last_step=engine.step + steps)
+    step_s = statistics.median(timed["step_times"])
     return {
-        **timing(summary, started_at),
+        **timing(warm_up, started_at),
         "step_s": step_s,
         "images_per_s": cfg.train.batch_size * cfg.train.n_critic / step_s,
         "params_G": count_parameters(unwrap(engine.G)),
