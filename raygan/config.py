@@ -91,6 +91,7 @@ class TrainConfig:
     report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
     patience: Optional[int] = None  # stop after this many evaluations without a new best FID
     stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
+    augment: tuple[str, ...] = ()  # DiffAugment of all D's inputs, real and fake: translation | cutout
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
     amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
@@ -170,6 +171,7 @@ CHOICES = {
     "loss.label_smoothing_mode": ("fixed", "uniform"),
     "train.amp": (None, "bf16", "fp16"),
     "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
+    "train.augment": ("translation", "cutout"),
     "tune.scheduler.name": ("asha", "pbt", "fifo"),
 }
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -456,9 +458,10 @@ def validate(cfg: Config) -> None:
     _check_range("train.patience", t.patience, 1)
     _check_range("train.max_failures", t.max_failures, -1)
     _check_choice("train.amp", t.amp)
-    for condition in t.stop_on:
-        if condition not in CHOICES["train.stop_on"]:
-            raise ConfigError("train.stop_on", f"{condition!r} is not one of: {', '.join(CHOICES['train.stop_on'])}")
+    for key in ("train.stop_on", "train.augment"):
+        for name in get_dotted(cfg, key):
+            if name not in CHOICES[key]:
+                raise ConfigError(key, f"{name!r} is not one of: {', '.join(CHOICES[key])}")
     if t.amp and not s.use_gpu:
         raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
 

@@ -50,6 +50,7 @@ VARIANTS = [
     ["data.name=stacked-digits", "model.conditional=true"],
     ["data.name=random", "data.channels=3"],
     ["data.name=stacked-digits", "model.pack=2", "loss.label_flip=0.1"],
+    ["train.augment=[translation, cutout]", "loss.name=wgan-gp", "model.d_norm=layer"],
 ]
 
 
@@ -124,7 +125,8 @@ def test_g_threshold_freezes_the_generator():
     assert engine.pop_metrics()["g_skipped"] == 3
 
 
-@pytest.mark.parametrize("overrides", [[], ["loss.name=combined", "train.ema=0.9", "model.conditional=true"]])
+@pytest.mark.parametrize("overrides", [[], ["loss.name=combined", "train.ema=0.9", "model.conditional=true"],
+                                       ["train.augment=[translation, cutout]"]])
 def test_resume_is_exact(tmp_path, overrides):
     """k steps, checkpoint to disk, fresh engine, k more == 2k uninterrupted."""
     cfg = tiny(*overrides)

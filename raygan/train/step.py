@@ -20,11 +20,15 @@ import torch
 from torch import nn
 
 from raygan import losses
+from raygan.augment import augment
 from raygan.collectives import all_reduce_mean
 from raygan.config import Config, OptimizerConfig
 from raygan.models import build_discriminator, build_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images in [-1, 1], labels
+# kinds of random draw in a step, each from its own seeded generator
+DRAW_NOISE, DRAW_TARGETS, DRAW_PENALTY, DRAW_AUGMENT_REAL, DRAW_AUGMENT_FAKE, DRAW_AUGMENT_G = range(6)
+NUM_DRAW_KINDS = 6
 
 
 def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
@@ -135,13 +139,22 @@ class GANEngine:
 
     # -- randomness -----------------------------------------------------------------------------
 
-    def _generator(self, purpose: int) -> torch.Generator:
-        """Seeded by (run seed, step, purpose): the same on every rank, and again after a resume."""
-        return torch.Generator().manual_seed(((self.cfg.seed * 1_000_003 + self.step) * 16 + purpose) % 2**63)
+    def _generator(self, kind: int, index: int = 0) -> torch.Generator:
+        """Seeded by (run seed, step, kind of draw, its index in the step): the same on every rank, and
+        again after a resume."""
+        seed = (((self.cfg.seed * 1_000_003 + self.step) * NUM_DRAW_KINDS + kind) * 1_000_003 + index) % 2**63
+        return torch.Generator().manual_seed(seed)
+
+    def _augment(self, images: torch.Tensor, kind: int, index: int) -> torch.Tensor:
+        names = self.cfg.train.augment
+        if not names:
+            return images
+        out = augment(images, names, self._generator(kind, index), self.cfg.train.batch_size, self.local)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def _noise(self, purpose: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """This rank's slice of the global batch of latents (and labels for conditional models)."""
-        g = self._generator(purpose)
+        g = self._generator(DRAW_NOISE, purpose)
         z = torch.randn(self.cfg.train.batch_size, self.cfg.model.latent_dim, generator=g)[self.local]
         labels = None
         if self.conditional:
@@ -173,6 +186,8 @@ class GANEngine:
     def _adversary_update(self, adv: Adversary, real, real_labels, fake, fake_labels, purpose: int) -> None:
         cfg, spec, net = self.cfg, adv.spec, adv.net
         with self._autocast():
+            real = self._augment(real, DRAW_AUGMENT_REAL, purpose)
+            fake = self._augment(fake, DRAW_AUGMENT_FAKE, purpose)
             real_logits = net(real, real_labels)  # real and fake apart: BatchNorm sees one kind at a time
             fake_logits = net(fake, fake_labels)
             if spec.loss.uses_targets:
@@ -181,7 +196,7 @@ class GANEngine:
                     cfg.loss.label_smoothing,
                     cfg.loss.label_smoothing_mode,
                     cfg.loss.label_flip,
-                    generator=self._generator(8 + purpose),
+                    generator=self._generator(DRAW_TARGETS, purpose),
                 )
                 targets = (real_t[self.local].to(self.device), fake_t[self.local].to(self.device))
                 loss = spec.loss.d(real_logits.float(), fake_logits.float(), *targets)
@@ -189,7 +204,7 @@ class GANEngine:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float())
         total = loss
         if spec.gp_weight:
-            alpha = torch.rand(cfg.train.batch_size, generator=self._generator(12 + purpose))[self.local]
+            alpha = torch.rand(cfg.train.batch_size, generator=self._generator(DRAW_PENALTY, purpose))[self.local]
             penalty = losses.gradient_penalty(net, real, fake, real_labels, alpha)
             total = loss + spec.gp_weight * penalty
             self._track(f"{spec.name}_gp", penalty)
@@ -209,6 +224,7 @@ class GANEngine:
                     p.clamp_(-spec.clip, spec.clip)
 
     def _generator_update(self, fake: torch.Tensor, fake_labels) -> None:
+        seen = self._augment(fake, DRAW_AUGMENT_G, 0)  # what D sees of G's samples
         with contextlib.ExitStack() as stack:
             for adv in self.adversaries:
                 stack.enter_context(no_sync(adv.net))
@@ -216,7 +232,7 @@ class GANEngine:
                 stack.callback(adv.net.requires_grad_, True)
             with self._autocast():
                 loss = sum(
-                    adv.spec.g_weight * adv.spec.loss.g(adv.net(fake, fake_labels).float())
+                    adv.spec.g_weight * adv.spec.loss.g(adv.net(seen, fake_labels).float())
                     for adv in self.adversaries
                 )
             self._track("g_loss", loss)
