@@ -3,10 +3,11 @@
     images = augment(images, ("translation", "cutout"), generator, global_batch, rows)  # real and fake, before D
 
 On a small dataset (the built-in digits have 1,437 training images) D memorises the real images and its
-accuracy reaches 0.999, leaving G little to learn from. Transforming real *and* generated images the same
-random way before D, inside the graph so G's gradients pass through, keeps D from memorising without
-teaching G the transforms (they never touch G's output itself). Random draws come from `generator`
-(seeded per step by the engine) for the global batch; `rows` picks this rank's slice of it.
+accuracy reaches 0.999, leaving G little to learn from. Passing real *and* generated images through the
+same kinds of random transform before D (independent draws, inside the graph so G's gradients pass
+through) keeps D from memorising without teaching G the transforms: they never touch G's output itself.
+Draws come from `generator` (seeded per step by the engine) for the global batch; `rows` picks this
+rank's slice of it.
 """
 
 from __future__ import annotations
