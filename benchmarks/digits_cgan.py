@@ -33,7 +33,7 @@ def main() -> int:
         print(f"error: {meta['checkpoint']}: not a conditional model", file=sys.stderr)
         return 2
     result = label_accuracy(G, classifier, args.per_class, meta["num_classes"])
-    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, FID {meta.get('fid', float('nan')):.3f})")
+    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, FID {meta.get('fid') or float('nan'):.3f})")
     print(f"judge: SVC on the 8x8 training digits, {100 * classifier.test_accuracy:.1f}% on digits:test")
     print("label     " + " ".join(f"{k:>5}" for k in range(len(result["per_class"]))))
     print("accuracy  " + " ".join(f"{100 * a:5.1f}" for a in result["per_class"]))

@@ -33,15 +33,16 @@ def main() -> int:
 
     torch.set_num_threads(2)
     G, cfg, meta = load_generator(args.checkpoint)
-    if cfg.data.name != "stacked-digits":
-        print(f"error: {meta['checkpoint']}: trained on {cfg.data.name}, not stacked-digits", file=sys.stderr)
+    if cfg.data.name != "stacked-digits" or cfg.model.conditional:
+        what = "a conditional model" if cfg.model.conditional else f"trained on {cfg.data.name}"
+        print(f"error: {meta['checkpoint']}: {what}; the mode check needs unconditional stacked digits", file=sys.stderr)
         return 2
     real = dataset_from_spec("stacked-digits:test", cfg.data.image_size)
     images, _ = real.batch(torch.arange(min(args.samples, len(real))))
     _, modes = extract(load_extractor("digits", 3), images)
     floor = mode_histogram_statistics(torch.bincount(modes, minlength=1000))
     result = mode_coverage(G, args.samples)
-    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, FID {meta.get('fid', float('nan')):.3f})")
+    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, FID {meta.get('fid') or float('nan'):.3f})")
     for name, r in (("real stacked-digits:test", floor), ("generated", result)):
         print(f"{name:>24}: {r['modes_covered']:4d} / {r['modes_total']} modes in {r['samples']:,} images, "
               f"KL from uniform {r['kl_uniform']:.3f}, commonest mode {r['most_common']} times")  # fmt: skip

@@ -5,7 +5,8 @@
 On a small dataset (the built-in digits have 1,437 training images) D memorises the real images and its
 accuracy reaches 0.999, leaving G little to learn from. Passing real *and* generated images through the
 same kinds of random transform before D (independent draws, inside the graph so G's gradients pass
-through) keeps D from memorising without teaching G the transforms: they never touch G's output itself.
+through) keeps D from memorising; G's samples are augmented only on their way into D, so G is not taught
+to draw the transforms.
 Draws come from `generator` (seeded per step by the engine) for the global batch; `rows` picks this
 rank's slice of it.
 """
@@ -23,7 +24,7 @@ BACKGROUND = -1.0  # what shifted-in pixels show: the data's black in [-1, 1]
 def translation(images: torch.Tensor, generator: torch.Generator, global_batch: int, rows: slice) -> torch.Tensor:
     """Shift each image by a random whole number of pixels in x and y, filling with the background."""
     n, _, h, w = images.shape
-    r = max(1, round(h * TRANSLATION_FRACTION))
+    r = max(1, round(h * TRANSLATION_FRACTION))  # raygan's images are square (data.image_size)
     shift = torch.randint(-r, r + 1, (global_batch, 2), generator=generator)[rows].to(images.device)
     padded = F.pad(images, (r, r, r, r), value=BACKGROUND)
     ys = (torch.arange(h, device=images.device) + r)[None, :] - shift[:, :1]  # n x h: source row of each row
@@ -33,9 +34,10 @@ def translation(images: torch.Tensor, generator: torch.Generator, global_batch: 
 
 
 def cutout(images: torch.Tensor, generator: torch.Generator, global_batch: int, rows: slice) -> torch.Tensor:
-    """Zero a random square (half the side) of each image, as in DiffAugment."""
+    """Set a random square (half the side, wholly inside the image) of each image to 0, DiffAugment's fill
+    (mid-grey in [-1, 1]: unlike the background, D cannot mistake it for an empty corner)."""
     _, _, h, w = images.shape
-    size = max(1, round(h * CUTOUT_FRACTION))
+    size = max(1, round(h * CUTOUT_FRACTION))  # raygan's images are square (data.image_size)
     corner = torch.randint(0, h - size + 1, (global_batch, 2), generator=generator)[rows].to(images.device)
     ys, xs = torch.arange(h, device=images.device)[None, :], torch.arange(w, device=images.device)[None, :]
     inside_y = (ys >= corner[:, :1]) & (ys < corner[:, :1] + size)
