@@ -50,7 +50,7 @@ def last_metrics(run: Path) -> dict:
 
 def flags_raised(health: dict) -> str:
     events = health.get("events") or []
-    return ", ".join(f"{e['condition'].replace('_', ' ')} @{e['step']}" for e in events) or "none"
+    return "; ".join(f"{e['condition'].replace('_', ' ')} @{e['step']}: {e['detail']}" for e in events) or "none"
 
 
 def table(storage: Path, name: str) -> str:
@@ -58,7 +58,7 @@ def table(storage: Path, name: str) -> str:
     rows = json.loads((folder / "summary.json").read_text())
     searched = [key for key in rows[0] if key not in
                 ("trial", "best_fid", "best_step", "last_step", "health", "stop_reason", "best_checkpoint")]  # fmt: skip
-    header = ["setting", "best FID (step)", "steps run", "flags raised (first step)", "modes, diversity at end"]
+    header = ["setting", "best FID (step)", "steps run", "flags raised (first step)", "health at end", "modes, diversity at end"]
     lines = [f"**{name}** ({SWEEPS[name]})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         last = last_metrics(folder / "runs" / row["trial"])
@@ -68,7 +68,8 @@ def table(storage: Path, name: str) -> str:
         coverage = (f"{last['modes_covered']}/{last['modes_total']}, {last['diversity']:.2f}"
                     if "modes_covered" in last else "-")  # fmt: skip
         mark = " **(winner)**" if i == 0 and row["best_fid"] is not None else ""
-        lines.append(f"| {setting}{mark} | {fid} | {row['last_step']} | {flags_raised(health)} | {coverage} |")
+        lines.append(f"| {setting}{mark} | {fid} | {row['last_step']} | {flags_raised(health)} | "
+                     f"{health.get('status', '-')} | {coverage} |")
     return "\n".join(lines)
 
 
