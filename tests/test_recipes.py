@@ -92,8 +92,8 @@ def test_mode_coverage_counts_stacked_modes_and_their_spread():
     from raygan.metrics.label_check import mode_coverage, mode_histogram_statistics
 
     uniform = mode_histogram_statistics(torch.full((1000,), 10))
-    assert uniform["modes_covered"] == 1000 and abs(uniform["kl_uniform"]) < 1e-9
+    assert uniform["modes_covered"] == 1000 and abs(uniform["mode_kl"]) < 1e-9
     real = mode_coverage(RealStackedAsGenerator(), num_samples=3000)
-    assert real["modes_covered"] >= 900 and real["kl_uniform"] < 0.25, real  # 3,000 draws of 1,000 modes: ~950
+    assert real["modes_covered"] >= 900 and real["mode_kl"] < 0.25, real  # 3,000 draws of 1,000 modes: ~950
     collapsed = mode_coverage(RealStackedAsGenerator(repeat_one=True), num_samples=500)
-    assert collapsed["modes_covered"] == 1 and collapsed["kl_uniform"] == pytest.approx(np.log(1000))
+    assert collapsed["modes_covered"] == 1 and collapsed["mode_kl"] == pytest.approx(np.log(1000))
