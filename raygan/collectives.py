@@ -18,8 +18,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (a copy; the input is left alone)."""
     tensor = tensor.detach().clone()
     if is_distributed():
-        dist.all_reduce(tensor)
+        on_wire = tensor.to(_collective_device())
+        dist.all_reduce(on_wire)
+        tensor = on_wire.to(tensor.device)
     return tensor
+
+
+def _collective_device() -> torch.device:
+    """nccl reduces CUDA tensors only; gloo takes CPU tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ class Evaluator:
         self.num_real = stats["features"].shape[0]
         self.real_diversity = float(stats["diversity"])
         self.real_hist = stats.get("class_hist")
-        self.metrics = FeatureMetrics(self.extractor.num_features)
+        self.metrics = FeatureMetrics(self.extractor.num_features, device)
         real = stats["features"] if rank == 0 else stats["features"][:0]  # summed over ranks: give it once
         self.metrics.add_real(real.to(device))
         n = cfg.eval.num_samples
@@ -57,7 +57,7 @@ class Evaluator:
     def __call__(self, engine) -> dict:
         start = time.perf_counter()
         images = engine.generate(self.z, self.labels)
-        features, classes = extract(self.extractor, images.to(self.device))
+        features, classes = extract(self.extractor, images)
         self.metrics.reset_fake()
         self.metrics.add_fake(features)
         out = self.metrics.compute(self.num_real, self.cfg.eval.num_samples)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,6 +41,13 @@ class Extractor(nn.Module):
         return self.features(images), self.classify(images)
 
     batch_size = 500  # images per forward pass in `fid.extract`
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are: `fid.extract` moves each batch there."""
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)

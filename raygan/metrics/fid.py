@@ -46,7 +46,7 @@ class Passthrough(nn.Module):
 
 
 class FeatureMetrics:
-    def __init__(self, num_features: int, kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS):
+    def __init__(self, num_features: int, device="cpu", kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS):
         warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")  # known, small
         self.fid = FrechetInceptionDistance(feature=Passthrough(num_features), reset_real_features=False)
         self.kid = KernelInceptionDistance(
@@ -56,6 +56,8 @@ class FeatureMetrics:
             feature=Passthrough(num_features), reset_real_features=False
         )
         self._metrics = (self.fid, self.kid, self.mifid)
+        for metric in self._metrics:
+            metric.to(device)  # their states sit beside the features they are given
 
     def add_real(self, features: torch.Tensor) -> None:
         for metric in self._metrics:
@@ -93,7 +95,8 @@ def extract(extractor, images: torch.Tensor) -> tuple[torch.Tensor, Optional[tor
     """(features, predicted classes or None) of images in [-1, 1], in the extractor's batch size."""
     features, classes = [], []
     for start in range(0, images.shape[0], extractor.batch_size):
-        batch_features, predicted = extractor.features_and_classes(images_to_unit(images[start : start + extractor.batch_size]))
+        batch = images[start : start + extractor.batch_size].to(extractor.device, non_blocking=True)
+        batch_features, predicted = extractor.features_and_classes(images_to_unit(batch))
         features.append(batch_features.float())
         if predicted is not None:
             classes.append(predicted)
@@ -150,7 +153,7 @@ def cache_key(cfg: DataConfig, extractor_identity: str) -> str:
 
 def compute_real_statistics(cfg: DataConfig, extractor, labelled: bool) -> dict[str, Any]:
     images, labels = real_images(cfg)
-    features, _ = extract(extractor, images)
+    features = extract(extractor, images)[0].cpu()  # cached and shared on the CPU
     distance_sum, pairs = pairwise_distance_sum(features[:DIVERSITY_SAMPLES])
     stats: dict[str, Any] = {"features": features, "diversity": torch.tensor(distance_sum / max(pairs, 1))}
     if labelled and labels is not None:
