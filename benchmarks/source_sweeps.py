@@ -1,5 +1,5 @@
 """The five source projects' experiments as raygan sweeps: which settings the health monitor flags and
-which win. Runs each sweep of tune_configs/ (one after another; about 60 minutes on 2 cores in all) and
+which win. Runs each sweep of tune_configs/ (one after another; about 75 minutes on 2 cores in all) and
 prints one markdown table per sweep, trials best FID first.
 
     .venv/bin/python benchmarks/source_sweeps.py --run                # run all six, then tabulate
@@ -53,17 +53,31 @@ def flags_raised(health: dict) -> str:
     return "; ".join(f"{e['condition'].replace('_', ' ')} @{e['step']}: {e['detail']}" for e in events) or "none"
 
 
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest suffix no other key ends with: optim.g.name -> g.name."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-n:])
+            if sum(other == suffix or other.endswith("." + suffix) for other in keys) == 1:
+                break
+        names[key] = suffix
+    return names
+
+
 def table(storage: Path, name: str) -> str:
     folder = experiment_folder(storage, name)
     rows = json.loads((folder / "summary.json").read_text())
     searched = [key for key in rows[0] if key not in
                 ("trial", "best_fid", "best_step", "last_step", "health", "stop_reason", "best_checkpoint")]  # fmt: skip
+    label = short_names(searched)
     header = ["setting", "best FID (step)", "steps run", "flags raised (first step)", "health at end", "modes, diversity at end"]
     lines = [f"**{name}** ({SWEEPS[name]})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         last = last_metrics(folder / "runs" / row["trial"])
         health = last.get("health") or {}
-        setting = ", ".join(f"{key.split('.')[-1]} {row[key]}" for key in searched)
+        setting = ", ".join(f"{label[key]} {row[key]}" for key in searched)
         fid = "-" if row["best_fid"] is None else f"{row['best_fid']:.2f} ({row['best_step']})"
         coverage = (f"{last['modes_covered']}/{last['modes_total']}, {last['diversity']:.2f}"
                     if "modes_covered" in last else "-")  # fmt: skip
