@@ -6,7 +6,7 @@ import torch
 from raygan.checkpoint import STATE, safe_load, write_checkpoint
 from raygan.config import build_config
 from raygan.data import indexed_batches, load_dataset
-from raygan.train.step import GANEngine, unwrap
+from raygan.train.step import STANDING_BATCHES, GANEngine, unwrap
 
 TINY = {
     "data": {"image_size": 16},
@@ -171,6 +171,22 @@ def test_crafted_pickle_is_rejected(tmp_path):
     path.write_bytes(pickle.dumps({"G": Boom()}))
     with pytest.raises(UserError, match="state.pt: not a loadable raygan checkpoint"):
         safe_load(path)
+
+
+def test_recalibrate_gives_the_ema_generator_batchnorm_statistics_of_its_own():
+    cfg = tiny("train.ema=0.9")
+    engine, dataset = make(cfg)
+    run_steps(engine, dataset, cfg, 3)
+    G_buffers = [b.clone() for b in unwrap(engine.G).buffers()]
+    engine.recalibrate_sampler()
+    g = torch.Generator().manual_seed(cfg.seed)
+    first_layer = engine.G_ema.main[0]
+    with torch.no_grad():
+        outputs = torch.cat([first_layer(torch.randn(16, 16, generator=g)[:, :, None, None]) for _ in range(STANDING_BATCHES)])
+    first_norm = engine.G_ema.main[1]
+    assert torch.allclose(first_norm.running_mean, outputs.mean((0, 2, 3)), atol=1e-6)
+    assert first_norm.momentum == cfg.model.bn_momentum and not engine.G_ema.training
+    assert all(torch.equal(a, b) for a, b in zip(G_buffers, unwrap(engine.G).buffers()))  # training untouched
 
 
 def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:

@@ -79,6 +79,7 @@ def train_loop(
         metrics = engine.pop_metrics()
         if evaluating or checkpointing:
             engine.average_buffers()
+            engine.recalibrate_sampler()
         metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
         stopping = False
         if evaluating:
