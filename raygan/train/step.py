@@ -275,9 +275,11 @@ class GANEngine:
     @torch.no_grad()
     def recalibrate_sampler(self) -> None:
         """BatchNorm statistics of the EMA generator's own: the ones copied from G each step belong to
-        G's weights, not to the averaged ones (digits recipe: FID 0.647 -> 0.596 to digits:test).
-        Same latents on every rank, so the ranks stay equal."""
-        norms = [m for m in self.G_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if self.G_ema else []
+        G's weights, not to the averaged ones (digits_fid recipe at step 5,000: FID to digits:test
+        0.647 -> 0.596). Same latents on every rank, so the ranks stay equal."""
+        if self.G_ema is None:
+            return
+        norms = [m for m in self.G_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
         momenta = [m.momentum for m in norms]
@@ -290,8 +292,8 @@ class GANEngine:
         with self._autocast():
             for _ in range(STANDING_BATCHES):
                 z = torch.randn(batch, self.cfg.model.latent_dim, generator=g).to(self.device)
-                labels = torch.randint(self.num_classes, (batch,), generator=g).to(self.device) if self.conditional else None
-                self.G_ema(z, labels)
+                labels = torch.randint(self.num_classes, (batch,), generator=g) if self.conditional else None
+                self.G_ema(z, None if labels is None else labels.to(self.device))
         self.G_ema.eval()
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
