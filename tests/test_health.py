@@ -2,11 +2,13 @@
 
 import math
 
+import pytest
 import torch
 
 from raygan.config import HealthConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.metrics.evaluator import Evaluator
+from raygan.metrics.fid import mode_statistics
 from raygan.metrics.health import HealthMonitor
 from raygan.train.loop import train_loop
 from raygan.train.step import GANEngine
@@ -49,6 +51,22 @@ def test_real_images_are_healthy(tmp_path):
         flags = monitor.observe(step * 100, {**HEALTHY_LOSSES, **metrics, "fid": 3.0 - 0.1 * step})
         assert not any(v for k, v in flags.items() if k.startswith("health_")), flags
     assert monitor.summary()["status"] == "healthy" and monitor.stop_reason is None
+
+
+def test_collapse_is_judged_against_a_real_sample_of_the_same_size():
+    """1,000 modes, 2,000 samples: uniform draws cover about 865 and sit 0.25 (KL) off uniform, and are
+    healthy; draws from half the modes are collapse."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.full((1000,), 60.0)
+    uniform = torch.bincount(torch.randint(1000, (2000,), generator=g), minlength=1000)
+    half = torch.bincount(torch.randint(500, (2000,), generator=g), minlength=1000)
+    fair = mode_statistics(uniform, real)
+    assert fair["modes_expected"] == pytest.approx(1000 * (1 - 0.999**2000)) and 840 < fair["modes_covered"] < 890
+    assert fair["mode_kl"] > HealthConfig().collapse_kl * 0.4 and fair["mode_kl_floor"] == pytest.approx(999 / 4000)
+    monitor = HealthMonitor(HealthConfig())
+    assert monitor.observe(100, {**HEALTHY_LOSSES, **fair, "diversity": 1.0})["health_collapse"] == 0
+    flags = monitor.observe(200, {**HEALTHY_LOSSES, **mode_statistics(half, real), "diversity": 1.0})
+    assert flags["health_collapse"] == 1 and "(as many real draws: 865)" in monitor.events[0]["detail"]
 
 
 def test_a_winning_discriminator_is_diminished_gradient():

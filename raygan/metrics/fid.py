@@ -113,14 +113,21 @@ def pairwise_distance_sum(features: torch.Tensor) -> tuple[float, int]:
 
 
 def mode_statistics(fake_hist: torch.Tensor, real_hist: torch.Tensor) -> dict[str, float]:
-    """Classes covered by the samples, and KL(sampled class distribution || real class distribution)."""
-    p = fake_hist.double() / fake_hist.sum().clamp(min=1)
+    """Classes covered by the samples, and KL(sampled class distribution || real class distribution);
+    beside each, what as many draws from the real distribution would show: with many classes and few
+    samples (1,000 stacked-digit modes, 2,000 samples) even real data covers 865 and sits 0.25 from it."""
+    n = float(fake_hist.sum())
+    p = fake_hist.double() / max(n, 1.0)
     q = (real_hist.double() + 0.5) / (real_hist.sum() + 0.5 * len(real_hist))  # smoothed: no log(0)
     present = p > 0
+    real_classes = int((real_hist > 0).sum())
+    real_q = real_hist.double() / real_hist.sum().clamp(min=1)
     return {
         "modes_covered": int((fake_hist > 0).sum()),
-        "modes_total": int((real_hist > 0).sum()),
+        "modes_total": real_classes,
+        "modes_expected": float((1 - (1 - real_q) ** n).sum()),  # classes n real draws cover, on average
         "mode_kl": float((p[present] * (p[present] / q[present]).log()).sum()),
+        "mode_kl_floor": (real_classes - 1) / (2 * max(n, 1.0)),  # KL of n real draws (first-order bias)
     }
 
 

@@ -6,8 +6,9 @@
 
 Rules (thresholds in the config's `health` section):
 - nan: any loss is NaN or infinite.
-- collapse (mode collapse): on labelled data, samples cover fewer than `collapse_coverage` of the real
-  classes, or the KL divergence of their class distribution from the real one exceeds `collapse_kl`;
+- collapse (mode collapse): on labelled data, samples cover fewer than `collapse_coverage` of the classes
+  as many real draws would cover, or the KL divergence of their class distribution from the real one
+  exceeds what as many real draws show by more than `collapse_kl`;
   on any data, feature diversity of a fixed latent batch falls under `collapse_diversity` x the real data's.
 - diminished_gradient: D wins outright, its loss under `d_win_loss` and accuracy over `d_win_accuracy`,
   for `window` evaluations in a row (G then learns nothing); for D losses with a floor (gan, hinge, combined).
@@ -53,11 +54,14 @@ class HealthMonitor:
     def _collapse(self, metrics: dict) -> Optional[str]:
         c = self.cfg
         covered, classes = metrics.get("modes_covered"), metrics.get("modes_total")
-        if covered is not None and classes and covered < c.collapse_coverage * classes:
-            return f"samples cover {covered} of {classes} classes"
-        kl = metrics.get("mode_kl")
-        if kl is not None and kl > c.collapse_kl:
-            return f"class distribution KL {kl:.2f} from the real one"
+        expected = metrics.get("modes_expected", classes)  # real draws of the same number reach this many
+        if covered is not None and expected and covered < c.collapse_coverage * expected:
+            real_sample = f" (as many real draws: {expected:.0f})" if expected < classes - 0.5 else ""
+            return f"samples cover {covered} of {classes} classes{real_sample}"
+        kl, floor = metrics.get("mode_kl"), metrics.get("mode_kl_floor", 0.0)
+        if kl is not None and kl - floor > c.collapse_kl:
+            real_sample = f" (as many real draws: {floor:.2f})" if floor >= 0.005 else ""
+            return f"class distribution KL {kl:.2f} from the real one{real_sample}"
         diversity = metrics.get("diversity")
         if diversity is not None and diversity < c.collapse_diversity:
             return f"feature diversity {diversity:.2f} of the real data's"
