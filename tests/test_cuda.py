@@ -36,6 +36,7 @@ def test_step_trains_and_evaluates_on_cuda(overrides, tmp_path):
     metrics = engine.pop_metrics()
     assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if k.endswith("_loss")), metrics
     assert not torch.equal(before, params(engine))
+    engine.recalibrate_sampler()
     scores = Evaluator(cfg, dataset.channels, dataset.num_classes, 0, 1, str(tmp_path / "cache"), "cuda")(engine)
     assert 0 < scores["fid"] < float("inf")
     write_checkpoint(tmp_path / "checkpoint", engine, cfg, {"step": engine.step})

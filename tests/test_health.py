@@ -54,18 +54,22 @@ def test_real_images_are_healthy(tmp_path):
 
 
 def test_collapse_is_judged_against_a_real_sample_of_the_same_size():
-    """1,000 modes, 2,000 samples: uniform draws cover about 865 and sit 0.25 (KL) off uniform, and are
-    healthy; draws from half the modes are collapse."""
+    """1,000 modes, 2,000 samples: real draws cover about 865 and sit about 0.28 (KL) off uniform. Draws
+    from 820 of the modes (about 750 covered: under the old bar of all 1,000) are healthy; from half, collapse."""
     g = torch.Generator().manual_seed(0)
     real = torch.full((1000,), 60.0)
-    uniform = torch.bincount(torch.randint(1000, (2000,), generator=g), minlength=1000)
-    half = torch.bincount(torch.randint(500, (2000,), generator=g), minlength=1000)
-    fair = mode_statistics(uniform, real)
-    assert fair["modes_expected"] == pytest.approx(1000 * (1 - 0.999**2000)) and 840 < fair["modes_covered"] < 890
-    assert fair["mode_kl"] > HealthConfig().collapse_kl * 0.4 and fair["mode_kl_floor"] == pytest.approx(999 / 4000)
+
+    def draws(modes):
+        return torch.bincount(torch.randint(modes, (2000,), generator=g), minlength=1000)
+
+    fair, most, half = (mode_statistics(draws(modes), real) for modes in (1000, 820, 500))
+    assert fair["modes_expected"] == pytest.approx(1000 * (1 - 0.999**2000))
+    assert fair["mode_kl_floor"] == pytest.approx(fair["mode_kl"], rel=0.15)  # uniform draws are real draws here
+    assert most["modes_covered"] < HealthConfig().collapse_coverage * 1000
     monitor = HealthMonitor(HealthConfig())
-    assert monitor.observe(100, {**HEALTHY_LOSSES, **fair, "diversity": 1.0})["health_collapse"] == 0
-    flags = monitor.observe(200, {**HEALTHY_LOSSES, **mode_statistics(half, real), "diversity": 1.0})
+    for step, stats in ((100, fair), (200, most)):
+        assert monitor.observe(step, {**HEALTHY_LOSSES, **stats, "diversity": 1.0})["health_collapse"] == 0
+    flags = monitor.observe(300, {**HEALTHY_LOSSES, **half, "diversity": 1.0})
     assert flags["health_collapse"] == 1 and "(as many real draws: 865)" in monitor.events[0]["detail"]
 
 

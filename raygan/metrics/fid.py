@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import statistics
 import json
 import warnings
 from typing import Any, Optional
@@ -112,23 +113,34 @@ def pairwise_distance_sum(features: torch.Tensor) -> tuple[float, int]:
     return float(distances.sum() / 2), n * (n - 1) // 2
 
 
+KL_FLOOR_DRAWS = 16  # samples of the real class distribution that set `mode_kl_floor`
+
+
 def mode_statistics(fake_hist: torch.Tensor, real_hist: torch.Tensor) -> dict[str, float]:
     """Classes covered by the samples, and KL(sampled class distribution || real class distribution);
-    beside each, what as many draws from the real distribution would show: with many classes and few
-    samples (1,000 stacked-digit modes, 2,000 samples) even real data covers 865 and sits 0.25 from it."""
-    n = float(fake_hist.sum())
-    p = fake_hist.double() / max(n, 1.0)
+    beside each, what as many draws from the real distribution show: with many classes and few samples
+    (1,000 uniform stacked-digit modes, 2,000 samples) even real data covers 865 and sits 0.28 from it."""
+    n = int(fake_hist.sum())
     q = (real_hist.double() + 0.5) / (real_hist.sum() + 0.5 * len(real_hist))  # smoothed: no log(0)
-    present = p > 0
-    real_classes = int((real_hist > 0).sum())
     real_q = real_hist.double() / real_hist.sum().clamp(min=1)
-    return {
+    out = {
         "modes_covered": int((fake_hist > 0).sum()),
-        "modes_total": real_classes,
+        "modes_total": int((real_hist > 0).sum()),
         "modes_expected": float((1 - (1 - real_q) ** n).sum()),  # classes n real draws cover, on average
-        "mode_kl": float((p[present] * (p[present] / q[present]).log()).sum()),
-        "mode_kl_floor": (real_classes - 1) / (2 * max(n, 1.0)),  # KL of n real draws (first-order bias)
+        "mode_kl": _kl(fake_hist, q),
+        "mode_kl_floor": 0.0,
     }
+    if n > 0 and real_hist.sum() > 0:
+        g = torch.Generator().manual_seed(0)
+        draws = torch.multinomial(real_q, n * KL_FLOOR_DRAWS, replacement=True, generator=g).view(KL_FLOOR_DRAWS, n)
+        out["mode_kl_floor"] = statistics.fmean(_kl(torch.bincount(d, minlength=len(q)), q) for d in draws)
+    return out
+
+
+def _kl(hist: torch.Tensor, q: torch.Tensor) -> float:
+    p = hist.double() / hist.sum().clamp(min=1)
+    present = p > 0
+    return float((p[present] * (p[present] / q[present]).log()).sum())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class HealthMonitor:
             return f"samples cover {covered} of {classes} classes{real_sample}"
         kl, floor = metrics.get("mode_kl"), metrics.get("mode_kl_floor", 0.0)
         if kl is not None and kl - floor > c.collapse_kl:
-            real_sample = f" (as many real draws: {floor:.2f})" if floor >= 0.005 else ""
+            real_sample = f" (as many real draws: {floor:.2f})" if floor >= 0.05 else ""
             return f"class distribution KL {kl:.2f} from the real one{real_sample}"
         diversity = metrics.get("diversity")
         if diversity is not None and diversity < c.collapse_diversity:

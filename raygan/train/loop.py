@@ -78,8 +78,10 @@ def train_loop(
         elapsed = time.perf_counter() - window_start
         metrics = engine.pop_metrics()
         if evaluating or checkpointing:
+            prepare_start = time.perf_counter()
             engine.average_buffers()
             engine.recalibrate_sampler()
+            spent["eval"] += time.perf_counter() - prepare_start  # the sampler is made ready for evaluation
         metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
         stopping = False
         if evaluating:

@@ -165,7 +165,8 @@ def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
 
 
 def _bench(engine: GANEngine, batches, cfg: Config, steps: int, world_size: int, started_at: float) -> dict:
-    """Median time of `steps` real training steps after a warm-up; Result.return_value (rank 0's)."""
+    """Time of `steps` real training steps after a warm-up (the median step on CPUs, the synchronised mean
+    on GPUs); Result.return_value (rank 0's)."""
     warm_up = _warm_up(engine, batches, cfg)
     cuda = engine.device.type == "cuda"
     if cuda:
