@@ -17,6 +17,7 @@ import io
 import json
 import math
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -228,6 +229,13 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
 # the sweep
 
 
+def _trial_id(result) -> str:
+    """The trial's own id, from its folder (trial_<id>_...): a trial that PBT restored at its last
+    perturbation point reports nothing itself, and its last metrics are the donor's, trial_id included."""
+    found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name) if result.path else None
+    return found.group(1) if found else (result.metrics or {}).get("trial_id", "?")
+
+
 def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, Any]]:
     rows = []
     for result in result_grid:
@@ -243,7 +251,7 @@ def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, A
         else:
             reason = "completed"
         rows.append({
-            "trial": metrics.get("trial_id") or (Path(result.path).name if result.path else "?"),
+            "trial": _trial_id(result),
             **{key: result.config.get(key) for key in searched},
             "best_fid": metrics.get("best_fid"),
             "best_step": metrics.get("best_step"),

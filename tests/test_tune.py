@@ -170,3 +170,18 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
         assert row["last_step"] == 100 and row["stop_reason"] == "completed"
         if "latest_run" in row and read_metrics(str(row["latest_run"])):  # an empty last run has no config.json
             assert row["optim.g.lr"] == pytest.approx(run_config(row["latest_run"])["optim"]["g"]["lr"])
+
+
+def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_in_the_summary():
+    """PBT restoring a trial at its last perturbation point leaves the donor's metrics as its last result."""
+    from types import SimpleNamespace
+
+    from raygan.tune import trial_rows
+
+    donor_metrics = {"trial_id": "b88b0_00000", "step": 100, "best_fid": 88.6}
+    results = [
+        SimpleNamespace(path=f"/x/pbt/trial_b88b0_0000{i}_{i}_optim_g_lr=0.0005_2026-11-23_05-20-00",
+                        metrics=donor_metrics, config={}, error=None)
+        for i in (0, 1)
+    ]  # fmt: skip
+    assert sorted(row["trial"] for row in trial_rows(results, [], 100)) == ["b88b0_00000", "b88b0_00001"]
