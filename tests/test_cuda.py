@@ -19,18 +19,10 @@ AMP = [
 ]
 
 
-def make_cuda(cfg):
-    from raygan.data import load_dataset
-    from raygan.train.step import GANEngine
-
-    dataset = load_dataset(cfg.data)
-    return GANEngine(cfg, dataset.channels, dataset.num_classes, "cuda"), dataset
-
-
 @pytest.mark.parametrize("overrides", AMP, ids=[" ".join(v) for v in AMP])
 def test_step_trains_and_evaluates_on_cuda(overrides, tmp_path):
     cfg = tiny("scaling.use_gpu=true", "eval.num_samples=200", *overrides)
-    engine, dataset = make_cuda(cfg)
+    engine, dataset = make(cfg, "cuda")
     before = params(engine).clone()
     run_steps(engine, dataset, cfg, 5)
     metrics = engine.pop_metrics()
@@ -50,7 +42,7 @@ def test_cuda_fp32_follows_the_cpu():
     cfg_cpu = tiny()
     cfg_gpu = tiny("scaling.use_gpu=true", "train.amp=null")
     cpu, dataset = make(cfg_cpu)
-    gpu, _ = make_cuda(cfg_gpu)
+    gpu, _ = make(cfg_gpu, "cuda")
     run_steps(cpu, dataset, cfg_cpu, 5)
     run_steps(gpu, dataset, cfg_gpu, 5)
     a, b = cpu.pop_metrics(), gpu.pop_metrics()

@@ -27,9 +27,9 @@ def run_steps(engine, dataset, cfg, steps):
         engine.train_step([batches(first + i) for i in range(n)])
 
 
-def make(cfg):
+def make(cfg, device="cpu"):
     dataset = load_dataset(cfg.data)
-    return GANEngine(cfg, dataset.channels, dataset.num_classes), dataset
+    return GANEngine(cfg, dataset.channels, dataset.num_classes, device), dataset
 
 
 def params(engine):
