@@ -108,10 +108,20 @@ def test_an_incomplete_checkpoint_never_loads(s3, capsys):
 # real runs on S3
 
 
-def ray_train_workers() -> list[int]:
-    """PIDs of live Ray Train worker processes (Ray names them by actor class)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::RayTrainWorker" in line]
+def ray_train_workers(driver: subprocess.Popen) -> list[int]:
+    """PIDs of the live Ray Train workers below this driver (its local Ray's raylet starts them; Ray names
+    them by actor class). Only its own: another test may be training beside it."""
+    import ray  # noqa: F401  puts the psutil it vendors on sys.path
+    import psutil
+
+    workers = []
+    try:
+        for process in psutil.Process(driver.pid).children(recursive=True):
+            if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
+                workers.append(process.pid)
+    except psutil.NoSuchProcess:  # the driver, or a process seen a moment ago, has ended
+        pass
+    return sorted(workers)
 
 
 def wait_for(condition, timeout: float, what: str, process=None):
@@ -148,7 +158,7 @@ def test_train_on_s3_survives_a_killed_worker_resumes_and_reads_back(s3, tmp_pat
     try:
         # a second checkpoint in the bucket means Ray has registered the first (reports are processed in order)
         wait_for(lambda: len(complete_checkpoints(s3, bucket, "runs/ft")) >= 2, 300, "two checkpoints", run)
-        os.kill(wait_for(ray_train_workers, 60, "a Ray Train worker")[-1], signal.SIGKILL)
+        os.kill(wait_for(lambda: ray_train_workers(run), 60, "a Ray Train worker")[-1], signal.SIGKILL)
         assert run.wait(timeout=600) == 0
     finally:
         if run.poll() is None:
@@ -274,14 +284,16 @@ def test_a_storage_outage_mid_run_delays_checkpoints_but_the_run_finishes(s3, tm
 def test_a_sweep_on_s3_writes_there_and_resumes_from_it(s3):
     bucket = s3.bucket("raygan-sweep")
     storage = f"s3://{bucket}/sweeps"
-    first = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "sw", "--json", timeout=900)
+    one_worker = ["--set", "scaling.num_workers=1"]  # storage is the point here; DDP in a sweep is tested elsewhere
+    first = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "sw", *one_worker, "--json",
+                   timeout=900)  # fmt: skip
     summary = last_json(first)
     assert summary["trials"] == 2 and summary["best_checkpoint"].startswith(f"{storage}/sw/runs/")
     assert "sw/summary.json" in "".join(s3.keys(bucket))
     before = {k: v for k, v in s3.keys(bucket, "sweeps/sw/runs/").items() if "checkpoint_" in k}
     assert any(k.endswith("/generator.pt") for k in before)
     resumed = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "sw", "--resume",
-                     "--json", timeout=900)  # fmt: skip
+                     *one_worker, "--json", timeout=900)  # fmt: skip
     assert last_json(resumed)["best_fid"] == pytest.approx(summary["best_fid"])
     after = {k: v for k, v in s3.keys(bucket, "sweeps/sw/runs/").items() if "checkpoint_" in k}
     assert after == before  # finished trials were not rerun
