@@ -109,18 +109,23 @@ def test_an_incomplete_checkpoint_never_loads(s3, capsys):
 
 
 def ray_train_workers(driver: subprocess.Popen) -> list[int]:
-    """PIDs of the live Ray Train workers below this driver (its local Ray's raylet starts them; Ray names
-    them by actor class). Only its own: another test may be training beside it."""
+    """PIDs of the live Ray Train workers below this driver, which started its own Ray (the raylet is its
+    child and starts the workers; Ray names them by actor class). Only its own: another test may be
+    training beside it."""
     import ray  # noqa: F401  puts the psutil it vendors on sys.path
     import psutil
 
-    workers = []
     try:
-        for process in psutil.Process(driver.pid).children(recursive=True):
+        below = psutil.Process(driver.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    workers = []
+    for process in below:
+        try:
             if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
                 workers.append(process.pid)
-    except psutil.NoSuchProcess:  # the driver, or a process seen a moment ago, has ended
-        pass
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # ended (or a zombie) since the walk
+            continue
     return sorted(workers)
 
 
@@ -154,11 +159,13 @@ def test_train_on_s3_survives_a_killed_worker_resumes_and_reads_back(s3, tmp_pat
     command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "ft", "--storage",
                storage, *SMALL_RUN, "--set", "train.max_failures=1", "--json"]  # fmt: skip
     log = open(tmp_path / "first.log", "w+")
-    run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **s3.env})
+    own_ray = {"RAY_ADDRESS": "local"}  # never a cluster `ray start` left behind: its workers are below the driver
+    run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, **s3.env, **own_ray})  # fmt: skip
     try:
         # a second checkpoint in the bucket means Ray has registered the first (reports are processed in order)
         wait_for(lambda: len(complete_checkpoints(s3, bucket, "runs/ft")) >= 2, 300, "two checkpoints", run)
-        os.kill(wait_for(lambda: ray_train_workers(run), 60, "a Ray Train worker")[-1], signal.SIGKILL)
+        os.kill(wait_for(lambda: ray_train_workers(run), 60, "a Ray Train worker", run)[-1], signal.SIGKILL)
         assert run.wait(timeout=600) == 0
     finally:
         if run.poll() is None:

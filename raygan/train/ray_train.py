@@ -206,7 +206,8 @@ def _write_line(line: str) -> None:
 
 
 def ensure_ray() -> bool:
-    """Join the cluster in RAY_ADDRESS, or start a local one; True if this call connected."""
+    """Join the cluster in RAY_ADDRESS (unset: the one `ray start` last started on this machine, if any), or
+    start a local one; True if this call connected."""
     if ray.is_initialized():
         return False
     ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
