@@ -9,7 +9,8 @@ scaling, channels_last) as on the CPU, and how fast is it against a plain PyTorc
    the FID of each result (digits features, 2,000 samples; one seed, so read it as a sanity check).
 2. Throughput: pytorch/examples' DCGAN (benchmarks/dcgan64.yaml), batch 64 and 256. `plain` is a
    hand-written loop of the same step on the GPU; `raygan` is the `raygan bench` code path (one Ray
-   Train worker in an nccl process group; with one worker Ray adds no DDP wrapper). Times are synchronised with the device.
+   Train worker in an nccl process group; with one worker Ray adds no DDP wrapper). Times are synchronised
+   with the device.
 """
 
 from __future__ import annotations

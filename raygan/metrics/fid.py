@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import statistics
 import json
+import statistics
 import warnings
 from typing import Any, Optional
 
