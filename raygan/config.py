@@ -32,7 +32,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # registry name, see raygan.models.ARCHS
+    arch: str = "dcgan"  # dcgan | resnet (residual G, DCGAN D); registry: raygan.models.ARCHS
     latent_dim: int = 100  # size of z
     g_layers: int = 4  # conv layers in G: starts at image_size / 2**(g_layers-1) px, doubles each layer
     d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raygan.config import build_config
-from raygan.models import build_discriminator, build_generator, count_parameters
+from raygan.models import ARCHS, build_discriminator, build_generator, count_parameters
 
 
 def test_pytorch_examples_dcgan_parameter_counts():
@@ -14,12 +14,15 @@ def test_pytorch_examples_dcgan_parameter_counts():
     assert count_parameters(build_discriminator(cfg, 3, 0)) == 2_765_568
 
 
+ARCH_NAMES = sorted(ARCHS)
+
+
 @pytest.mark.parametrize("size, layers", [(16, 2), (16, 3), (32, 2), (32, 4), (64, 3), (64, 5), (128, 6)])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_shapes_for_sizes_and_layer_counts(size, layers, channels):
-    cfg = build_config(
-        {"data": {"image_size": size}, "model": {"g_layers": layers, "d_layers": layers, "g_width": 8, "d_width": 8}}
-    )
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_shapes_for_sizes_and_layer_counts(size, layers, channels, arch):
+    model = {"arch": arch, "g_layers": layers, "d_layers": layers, "g_width": 8, "d_width": 8}
+    cfg = build_config({"data": {"image_size": size}, "model": model})
     G, D = build_generator(cfg, channels, 0), build_discriminator(cfg, channels, 0)
     images = G(torch.randn(3, cfg.model.latent_dim))
     assert images.shape == (3, channels, size, size)
@@ -31,12 +34,14 @@ NORMS = ["batch", "none", "layer", "spectral"]
 ACTIVATIONS = ["relu", "leaky_relu"]
 
 
-@pytest.mark.parametrize("d_norm, activation, conditional", list(itertools.product(NORMS, ACTIVATIONS, [False, True])))
-def test_options_give_finite_outputs(d_norm, activation, conditional):
+@pytest.mark.parametrize(
+    "arch, d_norm, activation, conditional", list(itertools.product(ARCH_NAMES, NORMS, ACTIVATIONS, [False, True]))
+)
+def test_options_give_finite_outputs(arch, d_norm, activation, conditional):
     cfg = build_config(
         {
             "model": {
-                "d_norm": d_norm, "g_activation": activation, "d_activation": activation,
+                "arch": arch, "d_norm": d_norm, "g_activation": activation, "d_activation": activation,
                 "d_dropout": 0.3, "conditional": conditional, "g_width": 16, "d_width": 16,
             }
         }
@@ -47,9 +52,10 @@ def test_options_give_finite_outputs(d_norm, activation, conditional):
     assert logits.shape == (4,) and torch.isfinite(logits).all()
 
 
-def test_conditional_generator_depends_on_the_label():
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_conditional_generator_depends_on_the_label(arch):
     """G's label embedding starts at zero (G starts unconditional, see dcgan.py) and is wired in."""
-    cfg = build_config({"model": {"conditional": True, "g_width": 8}})
+    cfg = build_config({"model": {"arch": arch, "conditional": True, "g_width": 8}})
     G = build_generator(cfg, 1, 10).eval()
     z = torch.randn(1, 100).repeat(2, 1)
     assert torch.equal(*G(z, torch.tensor([3, 7])))
@@ -62,10 +68,27 @@ def test_conditional_generator_depends_on_the_label():
     assert scores[0] != scores[1]
 
 
-def test_g_norm_none_has_no_batchnorm():
-    cfg = build_config({"model": {"g_norm": "none", "d_norm": "layer"}})
-    modules = list(build_generator(cfg, 1, 0).modules()) + list(build_discriminator(cfg, 1, 0).modules())
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_g_norm_none_has_no_batchnorm(arch):
+    cfg = build_config({"model": {"arch": arch, "g_norm": "none", "d_norm": "layer"}})
+    G = build_generator(cfg, 1, 0)
+    modules = list(G.modules()) + list(build_discriminator(cfg, 1, 0).modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)
+    z = torch.randn(4, cfg.model.latent_dim, requires_grad=True)
+    G(z).sum().backward()  # no in-place activation overwrote a tensor the shortcut still reads
+    assert torch.isfinite(z.grad).all()
+
+
+def test_resnet_generator_adds_the_upsampled_input_to_each_block():
+    """A residual block with its residual branch zeroed is exactly its 1x1 shortcut on the upsampled input."""
+    from raygan.models.resnet import UpBlock
+
+    block = UpBlock(8, 4, "relu", "batch", 0.1).eval()
+    torch.nn.init.zeros_(block.residual[-1].weight)
+    torch.nn.init.zeros_(block.residual[-1].bias)
+    x = torch.randn(2, 8, 4, 4)
+    expected = torch.nn.functional.conv2d(x.repeat_interleave(2, 2).repeat_interleave(2, 3), block.shortcut.weight)
+    torch.testing.assert_close(block(x), expected)
 
 
 def test_bn_momentum_reaches_the_layers():

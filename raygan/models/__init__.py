@@ -8,6 +8,7 @@ from torch import nn
 
 from raygan.config import Config
 from raygan.models.dcgan import Discriminator, Generator
+from raygan.models.resnet import ResNetGenerator
 
 
 class Arch(NamedTuple):
@@ -15,19 +16,24 @@ class Arch(NamedTuple):
     discriminator: Callable[[Config, int, int], nn.Module]  # (cfg, channels, num_classes) -> D or critic
 
 
-def _dcgan_generator(cfg: Config, channels: int, num_classes: int) -> Generator:
-    m = cfg.model
-    return Generator(
-        image_size=cfg.data.image_size,
-        channels=channels,
-        latent_dim=m.latent_dim,
-        layers=m.g_layers,
-        width=m.g_width,
-        activation=m.g_activation,
-        norm=m.g_norm,
-        bn_momentum=m.bn_momentum,
-        num_classes=num_classes if m.conditional else 0,
-    )
+def _generator(G: type[nn.Module]) -> Callable[[Config, int, int], nn.Module]:
+    """A builder for generator class G: both take the same model keys."""
+
+    def build(cfg: Config, channels: int, num_classes: int) -> nn.Module:
+        m = cfg.model
+        return G(
+            image_size=cfg.data.image_size,
+            channels=channels,
+            latent_dim=m.latent_dim,
+            layers=m.g_layers,
+            width=m.g_width,
+            activation=m.g_activation,
+            norm=m.g_norm,
+            bn_momentum=m.bn_momentum,
+            num_classes=num_classes if m.conditional else 0,
+        )
+
+    return build
 
 
 def _dcgan_discriminator(cfg: Config, channels: int, num_classes: int) -> Discriminator:
@@ -45,7 +51,11 @@ def _dcgan_discriminator(cfg: Config, channels: int, num_classes: int) -> Discri
     )
 
 
-ARCHS: dict[str, Arch] = {"dcgan": Arch(_dcgan_generator, _dcgan_discriminator)}
+# resnet: residual G, DCGAN D
+ARCHS: dict[str, Arch] = {
+    "dcgan": Arch(_generator(Generator), _dcgan_discriminator),
+    "resnet": Arch(_generator(ResNetGenerator), _dcgan_discriminator),
+}
 
 
 def build_generator(cfg: Config, channels: int, num_classes: int) -> nn.Module:

@@ -22,8 +22,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 PROJECTION_INIT_STD = 0.3  # measured on the digits at 16x16, see Discriminator
 
 
-def _activation(name: str) -> nn.Module:
-    return nn.ReLU(inplace=True) if name == "relu" else nn.LeakyReLU(0.2, inplace=True)
+def activation_layer(name: str, inplace: bool = True) -> nn.Module:
+    return nn.ReLU(inplace) if name == "relu" else nn.LeakyReLU(0.2, inplace)
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
@@ -33,6 +33,15 @@ def init_dcgan_weights(module: nn.Module) -> None:
     elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def init_label_embedding(num_classes: int, latent_dim: int) -> nn.Embedding | None:
+    """G's label embedding, concatenated to z; None when unconditional."""
+    if not num_classes:
+        return None
+    embedding = nn.Embedding(num_classes, latent_dim)
+    nn.init.zeros_(embedding.weight)  # starts unconditional: a N(0, 1) start taught G to ignore z
+    return embedding
 
 
 class Generator(nn.Module):
@@ -52,9 +61,7 @@ class Generator(nn.Module):
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         start = image_size // 2 ** (layers - 1)
-        self.label_embedding = nn.Embedding(num_classes, latent_dim) if num_classes else None
-        if self.label_embedding is not None:  # starts unconditional: a N(0, 1) start taught G to ignore z
-            nn.init.zeros_(self.label_embedding.weight)
+        self.label_embedding = init_label_embedding(num_classes, latent_dim)
         in_channels = latent_dim * (2 if num_classes else 1)
         blocks: list[nn.Module] = []
         for i in range(layers - 1):
@@ -65,7 +72,7 @@ class Generator(nn.Module):
                 blocks.append(nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False))
             if norm == "batch":
                 blocks.append(nn.BatchNorm2d(out_channels, momentum=bn_momentum))
-            blocks.append(_activation(activation))
+            blocks.append(activation_layer(activation))
             in_channels = out_channels
         blocks.append(nn.ConvTranspose2d(in_channels, channels, 4, 2, 1, bias=False))
         blocks.append(nn.Tanh())
@@ -104,7 +111,7 @@ class Discriminator(nn.Module):
                 blocks.append(nn.BatchNorm2d(out_channels, momentum=bn_momentum))
             elif i > 0 and norm == "layer":
                 blocks.append(nn.GroupNorm(1, out_channels))  # LayerNorm over C, H, W with per-channel affine
-            blocks.append(_activation(activation))
+            blocks.append(activation_layer(activation))
             if dropout > 0:
                 blocks.append(nn.Dropout(dropout))
             in_channels = out_channels
