@@ -41,12 +41,14 @@ def smoke_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory):
-    """`python -m raygan.tune tune_configs/smoke.yaml` once per session: (storage folder, the process)."""
-    storage = tmp_path_factory.mktemp("smoke-sweep")
-    result = run_module("raygan.tune", "tune_configs/smoke.yaml", "--storage", str(storage), "--name", "smoke", "--json")
+def smoke_sweep(s3_server):
+    """`python -m raygan.tune tune_configs/smoke.yaml` once per session, stored in S3 as on a cluster:
+    (the experiment's URI, the finished process). Shared by the sweep, S3 and report tests."""
+    storage = f"s3://{s3_server.bucket('raygan-smoke')}/sweeps"
+    result = run_module("raygan.tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "smoke", "--json",
+                        env={**os.environ, **s3_server.env})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return storage, result
+    return f"{storage}/smoke", result
 
 
 class S3Endpoint:

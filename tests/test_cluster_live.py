@@ -178,8 +178,13 @@ def stop_cluster(process: subprocess.Popen, temp_dir: Path) -> None:
 # ray job submit (cluster/README.md, step 3)
 
 
+SHORT_SWEEP = ["--set", "scaling.num_workers=1", "--set", "train.steps=50", "--set", "train.eval_every=25",
+               "--set", "train.checkpoint_every=25"]  # fmt: skip
+
+
 def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
-    """The smoke sweep (2 trials x 2 workers) as a job: the working dir uploaded, the contract's JSON last."""
+    """A short smoke sweep (2 trials of one worker; the session's smoke sweep covers DDP trials) as a job:
+    the working dir uploaded, the contract's JSON last."""
     with ray_head("--num-cpus=4", f"--object-store-memory={256 * MiB}") as head:
         impostor = {**head.env, "RAY_AUTH_TOKEN": "0" * 64}  # RAY_AUTH_TOKEN goes before RAY_AUTH_TOKEN_PATH
         refused = head.ray("job", "list", "--address", head.dashboard, env=impostor)
@@ -192,7 +197,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
                 "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
                 "--working-dir", ".", "--runtime-env-json", json.dumps({"excludes": excludes}), "--",
                 "python", "-m", "raygan.tune", "tune_configs/smoke.yaml", "--storage", str(tmp_path),
-                "--name", "job", "--json",
+                "--name", "job", "--json", *SHORT_SWEEP,
                 timeout=600,  # blocks, streaming the job's logs, until it ends; exit 1 if it failed
             )  # fmt: skip
         except subprocess.TimeoutExpired:

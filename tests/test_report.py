@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import run_module
 from raygan.cli import main
 from raygan.report import grid_array, load_run, loss_keys, trial_runs, write_report
+from raygan.storage import read_bytes
 from raygan.train.runlog import RunLog, grid_name
 
 RUN_FILES = ["index.html", "losses.png", "fid.png", "modes.png", "grid_best.png", "grid_last.png", "progress.gif"]
@@ -399,11 +400,11 @@ def test_report_on_a_real_smoke_run(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_a_real_smoke_sweep(smoke_sweep, tmp_path):
-    storage, _ = smoke_sweep
-    result = _raygan("report", str(storage / "smoke"), "--out", str(tmp_path / "out"), "--json")
+def test_report_on_a_real_smoke_sweep_in_s3(smoke_sweep, s3, tmp_path):
+    experiment, _ = smoke_sweep
+    result = _raygan("report", experiment, "--out", str(tmp_path / "out"), "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    trials = [row["trial"] for row in json.loads((storage / "smoke" / "summary.json").read_text())]
+    trials = [row["trial"] for row in json.loads(read_bytes(f"{experiment}/summary.json"))]
     assert summary["kind"] == "experiment" and len(trials) == 2
     assert {"index.html", "fid_trials.png", "trials.csv", "effect_optim.d.lr.png"} <= set(summary["files"])
     for trial in trials:

@@ -288,23 +288,26 @@ def test_a_storage_outage_mid_run_delays_checkpoints_but_the_run_finishes(s3, tm
 
 
 @pytest.mark.slow
-def test_a_sweep_on_s3_writes_there_and_resumes_from_it(s3):
-    bucket = s3.bucket("raygan-sweep")
-    storage = f"s3://{bucket}/sweeps"
-    one_worker = ["--set", "scaling.num_workers=1"]  # storage is the point here; DDP in a sweep is tested elsewhere
-    first = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "sw", *one_worker, "--json",
-                   timeout=900)  # fmt: skip
+def test_a_sweep_on_s3_writes_there_and_resumes_from_it(smoke_sweep, s3):
+    """The session's smoke sweep (2 trials of 2 DDP workers) ran with an s3:// storage path."""
+    from raygan.storage import is_file
+
+    experiment, first = smoke_sweep
+    bucket, prefix = experiment.removeprefix("s3://").split("/", 1)
     summary = last_json(first)
-    assert summary["trials"] == 2 and summary["best_checkpoint"].startswith(f"{storage}/sw/runs/")
-    assert "sw/summary.json" in "".join(s3.keys(bucket))
-    before = {k: v for k, v in s3.keys(bucket, "sweeps/sw/runs/").items() if "checkpoint_" in k}
-    assert any(k.endswith("/generator.pt") for k in before)
-    resumed = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "sw", "--resume",
-                     *one_worker, "--json", timeout=900)  # fmt: skip
+    assert set(summary) == {"experiment", "trials", "best_config", "best_fid", "best_checkpoint"}
+    assert summary["trials"] == 2 and summary["best_fid"] > 0
+    assert summary["best_config"]["optim.d.lr"] in (2.0e-4, 1.0e-3)
+    assert summary["best_checkpoint"].startswith(f"{experiment}/runs/")
+    assert is_file(f"{summary['best_checkpoint']}/generator.pt") and is_file(f"{experiment}/summary.json")
+    before = {k: v for k, v in s3.keys(bucket, f"{prefix}/runs/").items() if "checkpoint_" in k}
+    resumed = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", experiment.rsplit("/", 1)[0], "--name",
+                     "smoke", "--resume", "--json", timeout=900)  # fmt: skip
     assert last_json(resumed)["best_fid"] == pytest.approx(summary["best_fid"])
-    after = {k: v for k, v in s3.keys(bucket, "sweeps/sw/runs/").items() if "checkpoint_" in k}
+    after = {k: v for k, v in s3.keys(bucket, f"{prefix}/runs/").items() if "checkpoint_" in k}
     assert after == before  # finished trials were not rerun
     secret, client = s3.env["AWS_SECRET_ACCESS_KEY"].encode(), s3.client()
+    assert secret.decode() not in "".join(r.stdout + r.stderr for r in (first, resumed))
     assert any(key.endswith("tuner.pkl") for key in s3.keys(bucket))  # Tune pickles its storage filesystem ...
     for key in s3.keys(bucket):  # ... which must not carry the credentials
         assert secret not in client.get_object(Bucket=bucket, Key=key)["Body"].read(), key
