@@ -34,7 +34,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = "dcgan"  # dcgan | resnet (residual G, DCGAN D); registry: raygan.models.ARCHS
     latent_dim: int = 100  # size of z
-    g_layers: int = 4  # conv layers in G: starts at image_size / 2**(g_layers-1) px, doubles each layer
+    g_layers: int = 4  # G's stages: starts at image_size / 2**(g_layers-1) px, doubles g_layers-1 times
     d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest
     g_width: int = 64  # channels of G's last hidden layer; doubles towards the input
     d_width: int = 64  # channels of D's first layer; doubles with depth

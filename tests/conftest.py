@@ -43,7 +43,8 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_sweep(s3_server):
     """`python -m raygan.tune tune_configs/smoke.yaml` once per session, stored in S3 as on a cluster:
-    (the experiment's URI, the finished process). Shared by the sweep, S3 and report tests."""
+    (the experiment's URI, the finished process). The report test reads it; test_s3's sweep test checks it
+    and resumes it, which must leave every file under runs/ as it was."""
     storage = f"s3://{s3_server.bucket('raygan-smoke')}/sweeps"
     result = run_module("raygan.tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "smoke", "--json",
                         env={**os.environ, **s3_server.env})  # fmt: skip

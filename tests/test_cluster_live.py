@@ -178,13 +178,13 @@ def stop_cluster(process: subprocess.Popen, temp_dir: Path) -> None:
 # ray job submit (cluster/README.md, step 3)
 
 
-SHORT_SWEEP = ["--set", "scaling.num_workers=1", "--set", "train.steps=50", "--set", "train.eval_every=25",
-               "--set", "train.checkpoint_every=25"]  # fmt: skip
+SHORT_SWEEP = ["--set", "train.steps=50", "--set", "train.eval_every=25",
+             "--set", "train.checkpoint_every=25"]  # fmt: skip
 
 
 def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
-    """A short smoke sweep (2 trials of one worker; the session's smoke sweep covers DDP trials) as a job:
-    the working dir uploaded, the contract's JSON last."""
+    """The smoke sweep, 50 steps (2 trials x 2 DDP workers) as a job on a `ray start` head: the working dir
+    uploaded, the contract's JSON last."""
     with ray_head("--num-cpus=4", f"--object-store-memory={256 * MiB}") as head:
         impostor = {**head.env, "RAY_AUTH_TOKEN": "0" * 64}  # RAY_AUTH_TOKEN goes before RAY_AUTH_TOKEN_PATH
         refused = head.ray("job", "list", "--address", head.dashboard, env=impostor)

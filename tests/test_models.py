@@ -91,9 +91,11 @@ def test_resnet_generator_adds_the_upsampled_input_to_each_block():
     torch.testing.assert_close(block(x), expected)
 
 
-def test_bn_momentum_reaches_the_layers():
-    cfg = build_config({"model": {"bn_momentum": 0.2}})
-    bns = [m for m in build_discriminator(cfg, 1, 0).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_bn_momentum_reaches_the_layers(arch):
+    cfg = build_config({"model": {"arch": arch, "bn_momentum": 0.2}})
+    modules = list(build_generator(cfg, 1, 0).modules()) + list(build_discriminator(cfg, 1, 0).modules())
+    bns = [m for m in modules if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(m.momentum == 0.2 for m in bns)
 
 

@@ -404,7 +404,9 @@ def test_report_on_a_real_smoke_sweep_in_s3(smoke_sweep, s3, tmp_path):
     experiment, _ = smoke_sweep
     result = _raygan("report", experiment, "--out", str(tmp_path / "out"), "--json")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    trials = [row["trial"] for row in json.loads(read_bytes(f"{experiment}/summary.json"))]
+    stored = read_bytes(f"{experiment}/summary.json")
+    assert stored is not None, f"{experiment}/summary.json is missing"
+    trials = [row["trial"] for row in json.loads(stored)]
     assert summary["kind"] == "experiment" and len(trials) == 2
     assert {"index.html", "fid_trials.png", "trials.csv", "effect_optim.d.lr.png"} <= set(summary["files"])
     for trial in trials:

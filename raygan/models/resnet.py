@@ -1,8 +1,8 @@
-"""Residual generator (the SNGAN / BigGAN 32x32 layout), sized like the DCGAN one.
+"""Residual generator (SNGAN-style up-blocks), sized like the DCGAN one.
 
 G with L layers projects z to a (size / 2**(L-1))-pixel square with a linear layer, then L-2 residual
-up-blocks double it: BN -> ReLU -> 2x nearest upsample -> 3x3 conv -> BN -> ReLU -> 3x3 conv, plus an
-upsampled 1x1-conv shortcut. A last BN -> ReLU -> 2x upsample -> 3x3 conv -> tanh draws the image at full
+up-blocks double it: BN -> ReLU -> 2x nearest upsample -> 3x3 conv -> BN -> ReLU -> 3x3 conv, plus a
+1x1-conv shortcut, upsampled. A last BN -> ReLU -> 2x upsample -> 3x3 conv -> tanh draws the image at full
 size: no residual block at full size, where one costs six times the DCGAN G's whole step on a CPU.
 Widths as in DCGAN: the last block has `width` channels, doubling towards z.
 
@@ -37,7 +37,8 @@ class UpBlock(nn.Module):
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.residual(x) + self.shortcut(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        # a bias-free 1x1 conv commutes with nearest upsampling: convolve the small map, a quarter of the work
+        return self.residual(x) + F.interpolate(self.shortcut(x), scale_factor=2.0, mode="nearest")
 
 
 class ResNetGenerator(nn.Module):
@@ -72,7 +73,7 @@ class ResNetGenerator(nn.Module):
             nn.Conv2d(width, channels, 3, 1, 1),
             nn.Tanh(),
         )
-        for module in self.modules():  # Xavier, as in the SNGAN / BigGAN code
+        for module in self.modules():  # Xavier, as in the SNGAN code
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
 
