@@ -3,7 +3,7 @@
 G with L layers projects z to a (size / 2**(L-1))-pixel square with a linear layer, then L-2 residual
 up-blocks double it: BN -> ReLU -> 2x nearest upsample -> 3x3 conv -> BN -> ReLU -> 3x3 conv, plus a
 1x1-conv shortcut, upsampled. A last BN -> ReLU -> 2x upsample -> 3x3 conv -> tanh draws the image at full
-size: no residual block at full size, where one costs six times the DCGAN G's whole step on a CPU.
+size: no residual block at full size (with one, G's forward and backward took 6x the DCGAN G's on a CPU).
 Widths as in DCGAN: the last block has `width` channels, doubling towards z.
 
 Conditional G concatenates a label embedding to z, as the DCGAN G does.
@@ -59,10 +59,10 @@ class ResNetGenerator(nn.Module):
         self.num_classes = num_classes
         self.label_embedding = init_label_embedding(num_classes, latent_dim)
         self.start = image_size // 2 ** (layers - 1)
-        self.start_channels = width * 2 ** (layers - 2)
+        widths = [width * 2 ** (layers - 2 - i) for i in range(layers - 1)]  # per stage, start to last
+        self.start_channels = widths[0]
         in_features = latent_dim * (2 if num_classes else 1)
         self.project = nn.Linear(in_features, self.start_channels * self.start**2)
-        widths = [width * 2 ** (layers - 2 - i) for i in range(layers - 1)]
         self.blocks = nn.Sequential(
             *(UpBlock(c_in, c_out, activation, norm, bn_momentum) for c_in, c_out in zip(widths, widths[1:]))
         )
