@@ -102,8 +102,10 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     assert len(finished) == 1, (tmp_path / "first.log").read_text()[-3000:]
     before = {p.name: p.stat().st_mtime for p in finished[0].iterdir()}
 
-    resumed = subprocess.run(command + ["--resume", "--json"], capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with open(tmp_path / "resumed.log", "w") as log:  # kept with the test's tmp_path for a look afterwards
+        resumed = subprocess.run(command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
+                                 timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["trials"] == 2 and summary["best_fid"] > 0
     assert {p.name: p.stat().st_mtime for p in finished[0].iterdir()} == before  # not rerun
