@@ -179,7 +179,7 @@ def stop_cluster(process: subprocess.Popen, temp_dir: Path) -> None:
 
 
 SHORT_SWEEP = ["--set", "train.steps=50", "--set", "train.eval_every=25",
-             "--set", "train.checkpoint_every=25"]  # fmt: skip
+               "--set", "train.checkpoint_every=25"]  # fmt: skip
 
 
 def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
