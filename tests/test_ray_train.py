@@ -18,6 +18,7 @@ NO_BATCHNORM = {
               "g_norm": "none", "d_norm": "layer", "conditional": True},
     "loss": {"label_smoothing": 0.1, "label_flip": 0.1},
     "train": {"batch_size": 16, "steps": 4, "checkpoint_every": 4, "report_every": 4, "ema": 0.5},
+    "eval": {"num_samples": 200},  # the run's last evaluation: what is compared here is the weights
 }  # fmt: skip
 
 
@@ -77,6 +78,7 @@ def test_folder_streams_through_ray_data_to_two_workers(ray_session, tmp_path):
         "data": {"name": "folder", "path": str(images), "image_size": 16, "channels": 3},
         "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8, "latent_dim": 16, "conditional": True},
         "train": {"batch_size": 16, "steps": 5, "checkpoint_every": 5, "report_every": 5},
+        "eval": {"num_samples": 200},
     }
     state = final_state(tmp_path, "folder", tree, workers=2)
     assert state["step"] == 5
