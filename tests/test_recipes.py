@@ -97,3 +97,47 @@ def test_mode_coverage_counts_stacked_modes_and_their_spread():
     assert real["modes_covered"] >= 900 and real["mode_kl"] < 0.25, real  # 3,000 draws of 1,000 modes: ~950
     collapsed = mode_coverage(RealStackedAsGenerator(repeat_one=True), num_samples=500)
     assert collapsed["modes_covered"] == 1 and collapsed["mode_kl"] == pytest.approx(np.log(1000))
+
+
+def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
+    """benchmarks/recipe_variants.py: two variants in their own processes, a row per variant per check."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"),
+         str(root / "tune_configs" / "digits_fid.yaml"),
+         "--steps", "4", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
+         "--variant", "recipe", "--variant", "plain", "train.augment=[]", "model.g_width=8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["variant"], r["step"]) for r in rows) == [("plain", 2), ("plain", 4), ("recipe", 2), ("recipe", 4)]
+    assert {tuple(r["overrides"]) for r in rows} == {(), ("train.augment=[]", "model.g_width=8")}
+    for r in rows:
+        assert r["fid"] > 0 and r["ratio"] == pytest.approx(r["fid"] / 0.088, rel=0.1) and r["s_per_step"] > 0
+    assert "plain" in done.stdout and "ratio" in done.stdout
+    from raygan.checkpoint import load_generator
+
+    G, cfg, meta = load_generator(str(tmp_path / "runs" / "plain" / "checkpoint_0000004"))
+    assert meta["step"] == 4 and cfg.model.g_width == 8 and cfg.train.augment == ()
+
+
+def test_digit_mix_reads_each_channel_of_the_mode_histogram():
+    from raygan.metrics.label_check import digit_mix, mode_histogram_statistics
+
+    hist = torch.zeros(1000, dtype=torch.long)
+    hist[100 * 3 + 10 * 1 + 7] = 30  # modes 317 and 311: channel 0 always 3, channel 1 always 1
+    hist[100 * 3 + 10 * 1 + 1] = 10
+    mix = digit_mix(hist)
+    assert mix.shape == (3, 10)
+    assert mix[0, 3] == 1 and mix[1, 1] == 1 and mix[2, 7] == pytest.approx(0.75) and mix[2, 1] == pytest.approx(0.25)
+    stats = mode_histogram_statistics(hist)
+    assert stats["digit_mix_kl"][0] == pytest.approx(np.log(10))
+    assert stats["digit_mix_kl"][2] == pytest.approx(np.log(10) + 0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert digit_mix(torch.arange(10)).tolist() == [[x / 45 for x in range(10)]]  # one channel

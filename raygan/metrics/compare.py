@@ -78,9 +78,15 @@ def fid_between(real: str, fake: str, features: str = "digits", num: Optional[in
         raise UserError(f"{fake}: {fake_images.shape[1]} channels, but {real} has {real_images.shape[1]}")
     if min(len(real_images), len(fake_images)) < 2:
         raise UserError("--num: FID needs at least 2 images on each side")
+    out = image_metrics(real_images, fake_images, features, inception_weights)
+    return {**out, "real": real_text, "fake": fake_text, "num_real": len(real_images), "num_fake": len(fake_images)}
+
+
+def image_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, features: str = "digits",
+                  inception_weights: Optional[str] = None) -> dict:  # fmt: skip
+    """FID/KID/MiFID between two sets of images in [-1, 1] with the same channels."""
     extractor = load_extractor(features, real_images.shape[1], inception_weights)
     metrics = FeatureMetrics(extractor.num_features)
     metrics.add_real(extract(extractor, real_images)[0])
     metrics.add_fake(extract(extractor, fake_images)[0])
-    out = metrics.compute(len(real_images), len(fake_images))
-    return {**out, "real": real_text, "fake": fake_text, "num_real": len(real_images), "num_fake": len(fake_images)}
+    return metrics.compute(len(real_images), len(fake_images))

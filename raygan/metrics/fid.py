@@ -127,17 +127,18 @@ def mode_statistics(fake_hist: torch.Tensor, real_hist: torch.Tensor) -> dict[st
         "modes_covered": int((fake_hist > 0).sum()),
         "modes_total": int((real_hist > 0).sum()),
         "modes_expected": float((1 - (1 - real_q) ** n).sum()),  # classes n real draws cover, on average
-        "mode_kl": _kl(fake_hist, q),
+        "mode_kl": kl_divergence(fake_hist, q),
         "mode_kl_floor": 0.0,
     }
     if n > 0 and real_hist.sum() > 0:
         g = torch.Generator().manual_seed(0)
         draws = torch.multinomial(real_q, n * KL_FLOOR_DRAWS, replacement=True, generator=g).view(KL_FLOOR_DRAWS, n)
-        out["mode_kl_floor"] = statistics.fmean(_kl(torch.bincount(d, minlength=len(q)), q) for d in draws)
+        out["mode_kl_floor"] = statistics.fmean(kl_divergence(torch.bincount(d, minlength=len(q)), q) for d in draws)
     return out
 
 
-def _kl(hist: torch.Tensor, q: torch.Tensor) -> float:
+def kl_divergence(hist: torch.Tensor, q: torch.Tensor) -> float:
+    """KL(hist normalised || q) in nats; q must be positive wherever hist is."""
     p = hist.double() / hist.sum().clamp(min=1)
     present = p > 0
     return float((p[present] * (p[present] / q[present]).log()).sum())

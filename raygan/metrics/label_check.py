@@ -10,6 +10,8 @@ downsampled to 8x8 (antialiased, as the dataset was upsampled) and scaled to [0,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -80,7 +82,21 @@ def image_modes(images: torch.Tensor) -> dict:
 
 
 def mode_histogram_statistics(hist: torch.Tensor) -> dict:
-    """The evaluator's mode statistics against a uniform distribution (`mode_kl`), plus the commonest count."""
-    from raygan.metrics.fid import mode_statistics
+    """The evaluator's mode statistics against a uniform distribution (`mode_kl`), the commonest count, and
+    each channel's digit mix with its KL from uniform (where a stacked generator's KL comes from)."""
+    from raygan.metrics.fid import kl_divergence, mode_statistics
 
-    return {**mode_statistics(hist, torch.ones_like(hist)), "most_common": int(hist.max()), "samples": int(hist.sum())}
+    mix = digit_mix(hist)
+    uniform = torch.full((10,), 0.1, dtype=torch.float64)
+    return {**mode_statistics(hist, torch.ones_like(hist)), "most_common": int(hist.max()), "samples": int(hist.sum()),
+            "digit_mix": mix.tolist(), "digit_mix_kl": [kl_divergence(shares, uniform) for shares in mix]}  # fmt: skip
+
+
+def digit_mix(hist: torch.Tensor) -> torch.Tensor:
+    """channels x 10: each channel's share of every digit, from a histogram of the 10**channels modes
+    (mode 100a + 10b + c holds a in channel 0)."""
+    channels = round(math.log10(len(hist)))
+    cube = hist.double().reshape((10,) * channels)
+    counts = torch.stack([cube.movedim(c, 0).reshape(10, -1).sum(1) for c in range(channels)])
+    return counts / counts.sum(1, keepdim=True).clamp(min=1)
+
