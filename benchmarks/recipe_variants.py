@@ -1,5 +1,5 @@
-"""Variants of a recipe trained side by side on one device, without Ray, each in its own process: a lent
-GPU tries a dozen settings in the time 2 CPU cores train one. Every `--check-every` steps each variant's
+"""Variants of a recipe trained side by side on one device, without Ray, each in its own process (with
+`--device cuda` they share a lent GPU; not yet run on one). Every `--check-every` steps each variant's
 EMA generator (BatchNorm statistics recomputed, as raygan does before it evaluates) is judged by its
 recipe's check: stacked digits by the modes and KL of 10,000 samples (benchmarks/stacked_modes.py),
 digits by FID to digits:test on as many samples as the training split against the noise floor
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 STACKED_SAMPLES = 10_000
 
 
-def digits_check(device: str):
+def digits_check():
     """engine -> FID to digits:test of as many samples as the training split, and its ratio to the floor."""
     from raygan.data import dataset_from_spec
     from raygan.metrics.compare import image_metrics, load_images
@@ -47,12 +47,12 @@ def digits_check(device: str):
     return check
 
 
-def stacked_check(device: str):
+def stacked_check():
     """engine -> modes of 10,000 samples (of 1,000) and their KL from uniform."""
     from raygan.metrics.label_check import mode_coverage
 
     def check(engine) -> dict:
-        r = mode_coverage(engine.sampler, STACKED_SAMPLES, device=device)
+        r = mode_coverage(engine.sampler, STACKED_SAMPLES, device=engine.device)
         return {"modes": r["modes_covered"], "kl": round(r["mode_kl"], 4)}
 
     return check
@@ -75,7 +75,7 @@ def train_variant(name: str, config: str, overrides: list[str], args: argparse.N
     dataset = load_dataset(cfg.data, seed=cfg.seed)
     batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed)
     engine = GANEngine(cfg, dataset.channels, dataset.num_classes, args.device)
-    check = CHECKS[cfg.data.name](args.device)
+    check = CHECKS[cfg.data.name]()
     deadline = time.monotonic() + args.minutes * 60
     start, training_s = time.monotonic(), 0.0
     while engine.step < steps:
