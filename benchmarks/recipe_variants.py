@@ -33,6 +33,7 @@ def digits_check():
     from raygan.data import dataset_from_spec
     from raygan.metrics.compare import image_metrics, load_images
     from raygan.metrics.evaluator import fixed_latents
+    from raygan.metrics.label_check import legibility
 
     test, _ = load_images("digits:test", None, 32)
     train, _ = load_images("digits", None, 32)
@@ -41,8 +42,9 @@ def digits_check():
 
     def check(engine) -> dict:
         z, labels = fixed_latents(engine.cfg, engine.num_classes, n)
-        fid = image_metrics(test, engine.generate(z, labels))["fid"]
-        return {"fid": round(fid, 4), "ratio": round(fid / floor, 2)}
+        images = engine.generate(z, labels)
+        fid = image_metrics(test, images)["fid"]
+        return {"fid": round(fid, 4), "ratio": round(fid / floor, 2), "legibility": round(legibility(images)[0], 3)}
 
     return check
 
@@ -53,7 +55,8 @@ def stacked_check():
 
     def check(engine) -> dict:
         r = mode_coverage(engine.sampler, STACKED_SAMPLES, device=engine.device)
-        return {"modes": r["modes_covered"], "kl": round(r["mode_kl"], 4)}
+        return {"modes": r["modes_covered"], "kl": round(r["mode_kl"], 4),
+                "legibility": [round(x, 3) for x in r["legibility"]]}  # fmt: skip
 
     return check
 
@@ -127,14 +130,14 @@ def main() -> int:
 
 def report(processes, results, out) -> None:
     """Print and append each row as the variants send them, until all have ended."""
-    print(f"{'variant':<24} {'step':>6} {'figures':<36} {'s/step':>7} {'wall s':>7}", flush=True)
+    print(f"{'variant':<24} {'step':>6} {'figures':<56} {'s/step':>7} {'wall s':>7}", flush=True)
     while any(p.is_alive() for p in processes) or not results.empty():
         try:
             row = results.get(timeout=1)
         except queue.Empty:  # a variant that died shows as missing rows and a non-zero exit status
             continue
-        figures = ", ".join(f"{k} {row[k]}" for k in ("modes", "kl", "fid", "ratio") if k in row)
-        line = f"{row['variant']:<24} {row['step']:>6} {figures:<36} {row['s_per_step']:>7} {row['wall_s']:>7}"
+        figures = ", ".join(f"{k} {row[k]}" for k in ("modes", "kl", "fid", "ratio", "legibility") if k in row)
+        line = f"{row['variant']:<24} {row['step']:>6} {figures:<56} {row['s_per_step']:>7} {row['wall_s']:>7}"
         print(line, flush=True)
         if out:
             with open(out, "a") as f:

@@ -375,8 +375,8 @@ def _check_range(key: str, value: Optional[float], lo=None, hi=None, lo_open=Fal
 
 
 def max_layers(image_size: int) -> int:
-    """Most conv layers G or D can have at `image_size`: the first/last layer works on 4x4 or more."""
-    return int(math.log2(image_size)) - 1
+    """Most conv layers G or D can have at `image_size`: the first/last layer works on 2x2 or more."""
+    return int(math.log2(image_size))
 
 
 def validate(cfg: Config) -> None:

@@ -61,8 +61,8 @@ def test_overrides_are_typed():
         (["model.pack=2", "loss.name=wgan-gp", "model.d_norm=layer"], "model.pack"),
         (["model.pack=3"], "model.pack"),  # 64 is not a multiple of 3
         (["data.image_size=48"], "data.image_size"),
-        (["data.image_size=32", "model.g_layers=5"], "model.g_layers"),
-        (["data.image_size=64", "model.d_layers=6"], "model.d_layers"),
+        (["data.image_size=32", "model.g_layers=6"], "model.g_layers"),
+        (["data.image_size=64", "model.d_layers=7"], "model.d_layers"),
         (["scaling.num_workers=3"], "train.batch_size"),
         (["loss.name=wgan-gp"], "model.d_norm"),
         (["loss.name=hinge", "loss.label_smoothing=0.1"], "loss.label_smoothing"),
@@ -85,7 +85,7 @@ def test_bad_values_name_the_key(overrides, key):
 
 
 def test_layer_ranges_per_image_size():
-    for size, top in ((32, 4), (64, 5), (128, 6)):
+    for size, top in ((8, 3), (32, 5), (64, 6), (128, 7)):
         build_config({"data": {"image_size": size}, "model": {"g_layers": top, "d_layers": 2}})
         with pytest.raises(ConfigError):
             build_config({"data": {"image_size": size}, "model": {"g_layers": top + 1}})
@@ -117,7 +117,7 @@ def run_cli(*args):
     "args, key",
     [
         (["--set", "train.stpes=3"], "train.stpes"),
-        (["--set", "data.image_size=32", "--set", "model.d_layers=5"], "model.d_layers"),
+        (["--set", "data.image_size=32", "--set", "model.d_layers=6"], "model.d_layers"),
         (["--set", "scaling.num_workers=3"], "train.batch_size"),
         (["--set", "noequals"], "--set"),
     ],

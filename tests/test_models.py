@@ -17,7 +17,7 @@ def test_pytorch_examples_dcgan_parameter_counts():
 ARCH_NAMES = sorted(ARCHS)
 
 
-@pytest.mark.parametrize("size, layers", [(16, 2), (16, 3), (32, 2), (32, 4), (64, 3), (64, 5), (128, 6)])
+@pytest.mark.parametrize("size, layers", [(8, 3), (16, 2), (16, 4), (32, 2), (32, 4), (32, 5), (64, 3), (64, 5), (128, 6)])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_shapes_for_sizes_and_layer_counts(size, layers, channels, arch):

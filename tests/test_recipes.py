@@ -99,6 +99,16 @@ def test_mode_coverage_counts_stacked_modes_and_their_spread():
     assert collapsed["modes_covered"] == 1 and collapsed["mode_kl"] == pytest.approx(np.log(1000))
 
 
+def test_legibility_is_high_on_real_digits_and_low_on_blends():
+    from raygan.data import dataset_from_spec
+    from raygan.metrics.label_check import legibility
+
+    real = dataset_from_spec("stacked-digits:test", 32).batch(torch.arange(600))[0]
+    assert min(legibility(real)) > 0.85
+    blends = (real[:300] + real[300:]) / 2  # two digits drawn over each other in every channel
+    assert max(legibility(blends)) < min(legibility(real)) - 0.2
+
+
 def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
     """benchmarks/recipe_variants.py: two variants in their own processes, a row per variant per check."""
     import json
