@@ -136,6 +136,35 @@ def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
 
     G, cfg, meta = load_generator(str(tmp_path / "runs" / "plain" / "checkpoint_0000004"))
     assert meta["step"] == 4 and cfg.model.g_width == 8 and cfg.train.augment == ()
+    checkpoint = tmp_path / "runs" / "plain" / "checkpoint_0000004"
+    check = subprocess.run([sys.executable, str(root / "benchmarks" / "digits_fid.py"), str(checkpoint)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
+
+
+def test_stacked_check_scores_a_native_8x8_checkpoint(tmp_path):
+    """The stacked recipe's size (8x8, 3 layers) through recipe_variants' check and benchmarks/stacked_modes.py."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"), str(root / "tune_configs" / "stacked_modes.yaml"),
+         "--steps", "2", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
+         "--variant", "tiny", "model.g_width=8", "model.d_width=8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["step"] == 2 and 1 <= row["modes"] <= 1000 and row["kl"] > 0.1 and len(row["legibility"]) == 3
+    checkpoint = tmp_path / "runs" / "tiny" / "checkpoint_0000002"
+    check = subprocess.run([sys.executable, str(root / "benchmarks" / "stacked_modes.py"), str(checkpoint)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
+    assert "median confidence" in check.stdout and "real stacked-digits:test: 1000 / 1000 modes" in check.stdout
 
 
 def test_digit_mix_reads_each_channel_of_the_mode_histogram():

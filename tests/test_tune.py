@@ -30,7 +30,7 @@ def test_every_shipped_config_passes_dry_run(config, capsys):
         ('{"optim.g.lr": {"loguniform": [1.0e-3, 1.0e-4]}}', "must be below high"),
         ('{"optim.g.lr": {"loguniform": [0, 1]}}', "loguniform needs low > 0"),
         ('{"loss.name": {"choice": [gan, lsgan]}}', "value 'lsgan' is invalid: loss.name"),
-        ('{"model.g_layers": {"grid": [3, 4]}}', "value 4 is invalid: model.g_layers"),
+        ('{"model.g_layers": {"grid": [3, 5]}}', "value 5 is invalid: model.g_layers"),
         ('{"optim.g.lr": 0.1}', "expected one of"),
     ],
 )
