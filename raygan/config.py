@@ -24,15 +24,17 @@ from raygan.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits | stacked-digits | random | folder | npz
+    name: str = "digits"  # digits | stacked-digits | emoji | random | folder | npz
     path: Optional[str] = None  # folder of images or .npz file (local or s3://); folder/npz only
-    image_size: int = 32  # power of two, 8..256; images are resized to it
+    image_size: int = 32  # power of two, 8..256 (emoji: 16, 32 or 64); images are resized to it
     channels: int = 3  # 1 | 3: random noise and folder images (converted to L or RGB)
+    background: str = "white"  # white | black | gray | #rrggbb: under transparent pixels (emoji, RGBA files)
+    xflip: bool = False  # mirror each real image with probability 1/2 (a dataset twice the size, as StyleGAN's --mirror)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # dcgan | resnet (residual G, DCGAN D); registry: raygan.models.ARCHS
+    arch: str = "dcgan"  # dcgan | resnet (residual G and D); registry: raygan.models.ARCHS
     latent_dim: int = 100  # size of z
     g_layers: int = 4  # G's stages: starts at image_size / 2**(g_layers-1) px, doubles g_layers-1 times
     d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest
@@ -50,13 +52,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "gan"  # gan | wgan | wgan-gp | hinge | combined
+    name: str = "gan"  # gan | wgan | wgan-gp | hinge | rpgan (relativistic pairing, R3GAN) | combined
     label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
     label_smoothing_mode: str = "fixed"  # fixed | uniform (real targets drawn from U(1 - s, 1))
     label_flip: float = 0.0  # fraction of D's real/fake targets swapped each step
     gp_weight: float = 10.0  # wgan-gp gradient penalty weight
     clip: float = 0.01  # wgan / combined critic weight clipping
     combined_weight: float = 0.5  # combined: the critic's share of G's loss
+    r1_gamma: float = 0.0  # R1: (gamma / 2) E||grad D(real)||^2 in D's loss (0: off); R3GAN uses one gamma for both
+    r2_gamma: float = 0.0  # R2: the same on G's samples
+    reg_interval: int = 1  # lazy regularisation: R1/R2 every this many steps, scaled by it (StyleGAN2: 16)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,11 @@ class TrainConfig:
     report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
     patience: Optional[int] = None  # stop after this many evaluations without a new best FID
     stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
-    augment: tuple[str, ...] = ()  # DiffAugment of all D's inputs, real and fake: translation | cutout
+    augment: tuple[str, ...] = ()  # DiffAugment of all D's inputs, real and fake: translation | cutout | color
+    augment_p: float = 1.0  # probability each augment transform applies to an image (with ada_target: where p starts)
+    ada_target: Optional[float] = None  # adapt augment_p so E[sign D(real)] stays at this (StyleGAN2-ADA: 0.6); null: fixed
+    ada_interval: int = 4  # steps between adjustments of p
+    ada_kimg: float = 100.0  # thousands of images for p to go from 0 to 1 at the fastest (StyleGAN2-ADA: 500)
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
     amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
@@ -163,19 +172,32 @@ class Config:
 
 
 CHOICES = {
-    "data.name": ("digits", "stacked-digits", "random", "folder", "npz"),
+    "data.name": ("digits", "stacked-digits", "emoji", "random", "folder", "npz"),
     "model.g_activation": ("relu", "leaky_relu"),
     "model.d_activation": ("relu", "leaky_relu"),
     "model.g_norm": ("batch", "none"),
     "model.d_norm": ("batch", "none", "layer", "spectral"),
-    "loss.name": ("gan", "wgan", "wgan-gp", "hinge", "combined"),
+    "loss.name": ("gan", "wgan", "wgan-gp", "hinge", "rpgan", "combined"),
     "loss.label_smoothing_mode": ("fixed", "uniform"),
     "train.amp": (None, "bf16", "fp16"),
     "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
-    "train.augment": ("translation", "cutout"),
+    "train.augment": ("translation", "cutout", "color"),
     "tune.scheduler.name": ("asha", "pbt", "fifo"),
 }
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}  # or "#rrggbb"
+
+
+def background_rgb(background: str) -> tuple[int, int, int]:
+    """`data.background` -> an RGB triple in 0..255: a name in BACKGROUNDS or `#rrggbb` (ValueError otherwise)."""
+    if background in BACKGROUNDS:
+        return BACKGROUNDS[background]
+    try:
+        if len(background) == 7 and background.startswith("#"):
+            return tuple(int(background[i : i + 2], 16) for i in (1, 3, 5))
+    except ValueError:
+        pass
+    raise ValueError(f"{background!r} is not one of: {', '.join(BACKGROUNDS)}, or #rrggbb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,8 +410,14 @@ def validate(cfg: Config) -> None:
     size = d.image_size
     if size < 8 or size > 256 or size & (size - 1):
         raise ConfigError("data.image_size", f"must be a power of two from 8 to 256, got {size}")
+    if d.name == "emoji" and size not in (16, 32, 64):
+        raise ConfigError("data.image_size", f"emoji images are 64x64: use 16, 32 or 64, not {size}")
     if d.channels not in (1, 3):
         raise ConfigError("data.channels", f"must be 1 or 3, got {d.channels}")
+    try:
+        background_rgb(d.background)
+    except ValueError as e:
+        raise ConfigError("data.background", str(e)) from None
     if d.name in ("folder", "npz") and not d.path:
         raise ConfigError("data.path", f"data.name {d.name} needs a path")
     if d.name not in ("folder", "npz") and d.path:
@@ -428,10 +456,14 @@ def validate(cfg: Config) -> None:
     if loss.name in ("wgan", "wgan-gp", "hinge") and (loss.label_smoothing or loss.label_flip):
         key = "loss.label_smoothing" if loss.label_smoothing else "loss.label_flip"
         raise ConfigError(key, f"needs a loss with real/fake targets (gan or combined), not {loss.name}")
-    if loss.name == "wgan-gp" and m.d_norm == "batch":
+    _check_range("loss.r1_gamma", loss.r1_gamma, 0)
+    _check_range("loss.r2_gamma", loss.r2_gamma, 0)
+    _check_range("loss.reg_interval", loss.reg_interval, 1)
+    penalties = [name for name, on in (("wgan-gp", loss.name == "wgan-gp"), ("R1", loss.r1_gamma), ("R2", loss.r2_gamma)) if on]
+    if penalties and m.d_norm == "batch":
         raise ConfigError(
-            "model.d_norm", "batch norm mixes samples, so wgan-gp's per-sample gradient penalty is wrong; "
-            "use layer, none or spectral"
+            "model.d_norm", f"batch norm mixes samples, so the per-sample gradient penalty ({', '.join(penalties)}) "
+            "is wrong; use layer, none or spectral"
         )
 
     for key, opt in (("optim.g", cfg.optim.g), ("optim.d", cfg.optim.d), ("optim.critic", cfg.optim.critic)):
@@ -463,6 +495,12 @@ def validate(cfg: Config) -> None:
         for name in get_dotted(cfg, key):
             if name not in CHOICES[key]:
                 raise ConfigError(key, f"{name!r} is not one of: {', '.join(CHOICES[key])}")
+    _check_range("train.augment_p", t.augment_p, 0, 1)
+    _check_range("train.ada_target", t.ada_target, 0, 1, lo_open=True, hi_open=True)
+    _check_range("train.ada_interval", t.ada_interval, 1)
+    _check_range("train.ada_kimg", t.ada_kimg, 0, lo_open=True)
+    if t.ada_target is not None and not t.augment:
+        raise ConfigError("train.ada_target", "adapts the probability of train.augment's transforms; list some there")
     if t.amp and not s.use_gpu:
         raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
 

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from raygan.config import DataConfig
-from raygan.data import BatchIndices, dataset_from_spec, load_dataset
+from raygan.data import BatchIndices, dataset_from_spec, emoji_arrays, load_dataset
 from raygan.errors import UserError
 
 
@@ -69,3 +69,45 @@ def test_ranks_read_slices_of_the_global_batch():
         assert torch.equal(whole(k), torch.cat([h(k) for h in halves]))
     epoch = torch.cat([whole(k) for k in range(12)])[:96]
     assert len(epoch.unique()) == 96
+
+
+def test_emoji_has_nine_categories_in_a_fixed_stratified_split():
+    train = load_dataset(DataConfig(name="emoji", image_size=16))
+    test = dataset_from_spec("emoji:test", 16)
+    assert len(train) + len(test) == 3786 and len(test) == 758 and train.num_classes == 9
+    assert train.images.shape[1:] == (3, 16, 16) and train.images.min() >= -1 and train.images.max() <= 1
+    share = lambda d: torch.bincount(d.labels, minlength=9) / len(d)  # noqa: E731
+    assert (share(train) - share(test)).abs().max() < 0.01 and share(test).min() > 0
+    assert len(train.identity.unique()) + len(set(test.identity.tolist()) - set(train.identity.tolist())) == 1911
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_emoji_transparent_pixels_show_the_background(size):
+    rgba, index = emoji_arrays()
+    transparent = rgba[..., 3] == 0
+    image = int(np.flatnonzero((~np.asarray(index["test"], bool)) & transparent[:, 0, 0])[0])  # a corner is clear
+    position = int((~np.asarray(index["test"], bool))[:image].sum())
+    for background, value in (("white", 1.0), ("black", -1.0)):
+        data = load_dataset(DataConfig(name="emoji", image_size=size, background=background))
+        assert torch.allclose(data.images[position, :, 0, 0], torch.full((3,), value))
+    at64 = load_dataset(DataConfig(name="emoji", image_size=64, background="#ff0000")).images[position, :, 0, 0]
+    assert at64.tolist() == [1.0, -1.0, -1.0]
+
+
+def test_folder_rgba_palette_and_grayscale_files_are_composited(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:6, 2:6] = (255, 0, 0, 255)  # an opaque red square on a clear background
+    rgba[0, 0] = (0, 0, 255, 128)  # half-transparent blue
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    palette = Image.fromarray(rgba[..., :3]).convert("P")
+    palette.info["transparency"] = palette.getpixel((7, 7))
+    palette.save(tmp_path / "b.png", transparency=palette.getpixel((7, 7)))
+    Image.fromarray(np.full((8, 8), 100, np.uint8), "L").save(tmp_path / "c.png")
+    data = load_dataset(DataConfig(name="folder", path=str(tmp_path), image_size=8, channels=3, background="white"))
+    a, b, c = data.images
+    assert torch.allclose(a[:, 7, 7], torch.ones(3)) and torch.allclose(a[:, 3, 3], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.allclose((a[:, 0, 0] + 1) * 127.5, torch.tensor([127.5, 127.5, 255.0]), atol=1.0)  # blue over white
+    assert torch.allclose(b[:, 7, 7], torch.ones(3)) and torch.allclose(b[:, 3, 3], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.allclose((c + 1) * 127.5, torch.full_like(c, 100.0), atol=0.5)
+    grey = load_dataset(DataConfig(name="folder", path=str(tmp_path), image_size=8, channels=1, background="black"))
+    assert grey.images.shape == (3, 1, 8, 8) and grey.images[0, 0, 7, 7] == -1.0

@@ -5,13 +5,17 @@
     images, labels = dataset.batch(torch.arange(16))
 
 Built-in data works offline: `digits` is scikit-learn's bundled 8x8 digits, `stacked-digits` puts three
-of them in the three channels (label = the 3-digit number, 1,000 modes), `random` is noise.
+of them in the three channels (label = the 3-digit number, 1,000 modes), `emoji` is the 3,786 64x64 Noto
+Color Emoji shipped in raygan/data/emoji (label = one of 9 categories), `random` is noise. Transparent
+pixels (emoji, RGBA folder images) are composited on `data.background`.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import json
+import lzma
 from pathlib import Path
 from typing import Optional
 
@@ -19,13 +23,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raygan.config import DataConfig
+from raygan.config import DataConfig, background_rgb
 from raygan.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DIGITS_TEST_FRACTION = 0.2  # fixed held-out split: 1,437 train / 360 test images
 STACKED_SIZES = {"train": 60_000, "test": 10_000}
 RANDOM_SIZE = 512
+EMOJI_DIR = Path(__file__).parent / "emoji"  # built by raygan/data/build_emoji.py
+EMOJI_SIZES = (16, 32, 64)  # the shipped images are 64x64; halving keeps them exact to resample
 
 
 class ImageDataset:
@@ -107,20 +113,60 @@ def digits(split: str, image_size: int) -> TensorImages:
     return TensorImages(resize(x, image_size).clamp(-1, 1), torch.from_numpy(labels[keep]), 10)
 
 
+def composite(rgba: np.ndarray, background: str) -> np.ndarray:
+    """... x 4 uint8 RGBA -> ... x 3 float32 RGB in 0..255, over an opaque background colour."""
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    colour = np.asarray(background_rgb(background), dtype=np.float32)
+    return rgba[..., :3].astype(np.float32) * alpha + colour * (1.0 - alpha)
+
+
+@functools.lru_cache(maxsize=1)
+def emoji_arrays() -> tuple[np.ndarray, dict]:
+    """(3,786 x 64 x 64 x 4 uint8 RGBA, the index: categories and per image category, identity, test flag)."""
+    images = np.load(io.BytesIO(lzma.decompress((EMOJI_DIR / "emoji64.npy.xz").read_bytes())))
+    index = json.loads((EMOJI_DIR / "emoji64.json").read_text())
+    return images, index
+
+
+def emoji(split: str, image_size: int, background: str = "white") -> TensorImages:
+    """The built-in emoji (train: 3,028, test: 758), labelled by category; `.identity` holds each
+    image's emoji (skin-tone variants share their base's)."""
+    images, index = emoji_arrays()
+    keep = np.asarray(index["test"], dtype=bool)
+    keep = keep if split == "test" else ~keep
+    rgb = torch.from_numpy(composite(images[keep], background)).permute(0, 3, 1, 2)
+    dataset = TensorImages(
+        resize(rgb / 127.5 - 1.0, image_size).clamp(-1, 1),
+        torch.tensor(index["category"])[torch.from_numpy(keep)],
+        len(index["categories"]),
+    )
+    dataset.identity = torch.tensor(index["identity"])[torch.from_numpy(keep)]
+    dataset.class_names = index["categories"]
+    return dataset
+
+
 def random_noise(image_size: int, channels: int, seed: int = 0) -> TensorImages:
     rng = torch.Generator().manual_seed(seed)
     images = torch.rand(RANDOM_SIZE, channels, image_size, image_size, generator=rng) * 2 - 1
     return TensorImages(images, torch.arange(RANDOM_SIZE) % 10, 10)
 
 
-def _decode(data: bytes, channels: int) -> Optional[np.ndarray]:
+def _decode(data: bytes, channels: int, background: str = "white") -> Optional[np.ndarray]:
+    """An image file's bytes -> H x W (x 3) array, transparency composited on `background`; None if
+    undecodable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+            has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+            if not has_alpha:
+                return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+            rgb = composite(np.asarray(image.convert("RGBA")), background)
     except (UnidentifiedImageError, OSError, ValueError):
         return None
+    if channels == 1:  # ITU-R 601 luma, as Pillow's convert("L")
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return rgb
 
 
 def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
@@ -140,14 +186,14 @@ def _image_files(path: str) -> tuple[Path, list[Path]]:
     return root, sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def image_folder(path: str, image_size: int, channels: int) -> TensorImages:
+def image_folder(path: str, image_size: int, channels: int, background: str = "white") -> TensorImages:
     """Images under `path`; the class is the first sub-folder's name when there are sub-folders."""
     root, files = _image_files(path)
     class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     class_index = {name: i for i, name in enumerate(class_names)}
     arrays, labels, skipped = [], [], 0
     for file in files:
-        array = _decode(file.read_bytes(), channels)
+        array = _decode(file.read_bytes(), channels, background)
         if array is None:
             skipped += 1
             continue
@@ -188,12 +234,14 @@ def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageD
     """The dataset `cfg` names; `split` is train or test (test exists for the built-in data)."""
     if cfg.name == "digits":
         return digits(split, cfg.image_size)
+    if cfg.name == "emoji":
+        return emoji(split, cfg.image_size, cfg.background)
     if cfg.name == "stacked-digits":
         return StackedDigits(digits(split, cfg.image_size), STACKED_SIZES[split], seed=1 if split == "test" else 0)
     if cfg.name == "random":
         return random_noise(cfg.image_size, cfg.channels, seed=seed)
     if cfg.name == "folder":
-        return image_folder(cfg.path, cfg.image_size, cfg.channels)
+        return image_folder(cfg.path, cfg.image_size, cfg.channels, cfg.background)
     if cfg.name == "npz":
         return npz_images(cfg.path, cfg.image_size)
     raise UserError(f"data.name: unknown dataset {cfg.name!r}")
@@ -205,12 +253,12 @@ def check_source(cfg: DataConfig) -> None:
         npz_images(cfg.path, 8)
     elif cfg.name == "folder" and "://" not in cfg.path:
         _, files = _image_files(cfg.path)
-        if not any(_decode(f.read_bytes(), cfg.channels) is not None for f in files):
+        if not any(_decode(f.read_bytes(), cfg.channels, cfg.background) is not None for f in files):
             raise UserError(f"data.path: {cfg.path}: no readable images ({len(files)} image files)")
 
 
 def dataset_from_spec(spec: str, image_size: int) -> ImageDataset:
-    """`digits`, `digits:test`, `stacked-digits[:test]` -> dataset (used by `raygan fid`)."""
+    """`digits`, `digits:test`, `stacked-digits[:test]`, `emoji[:test]` -> dataset (used by `raygan fid`)."""
     name, _, split = spec.partition(":")
     return load_dataset(DataConfig(name=name, image_size=image_size), split=split or "train")
 

@@ -66,8 +66,8 @@ def list_images(path: str) -> tuple[str, list[str], FolderInfo]:
 class _Decoder:
     """Ray Data batch function: bytes -> fixed-size float images in [-1, 1] and labels."""
 
-    def __init__(self, root: str, class_names: list[str], image_size: int, channels: int):
-        self.root, self.image_size, self.channels = root, image_size, channels
+    def __init__(self, root: str, class_names: list[str], cfg: DataConfig):
+        self.root, self.image_size, self.channels, self.background = root, cfg.image_size, cfg.channels, cfg.background
         self.class_index = {name: i for i, name in enumerate(class_names)}
 
     def _label(self, path: str) -> int:
@@ -79,7 +79,7 @@ class _Decoder:
 
         arrays, labels = [], []
         for data, path in zip(batch["bytes"], batch["path"]):
-            array = _decode(data, self.channels)
+            array = _decode(data, self.channels, self.background)
             if array is not None:
                 arrays.append(array)
                 labels.append(self._label(path))
@@ -99,7 +99,7 @@ def folder_dataset(cfg: DataConfig):
     root, files, info = list_images(cfg.path)
     fs, _ = _filesystem(cfg.path)
     dataset = ray.data.read_binary_files(files, include_paths=True, filesystem=fs)
-    decoder = _Decoder(root, info.class_names, cfg.image_size, cfg.channels)
+    decoder = _Decoder(root, info.class_names, cfg)
     return dataset.map_batches(decoder, batch_format="numpy", batch_size=64), info
 
 
@@ -137,11 +137,11 @@ def read_folder(cfg: DataConfig, limit: int) -> tuple[torch.Tensor, torch.Tensor
     root, files, info = list_images(cfg.path)
     fs, _ = _filesystem(cfg.path)
     picks = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).round()]
-    decoder = _Decoder(root, info.class_names, cfg.image_size, cfg.channels)
+    decoder = _Decoder(root, info.class_names, cfg)
     arrays, labels = [], []
     for path in picks:
         with fs.open_input_stream(path) as stream:
-            array = _decode(stream.read(), cfg.channels)
+            array = _decode(stream.read(), cfg.channels, cfg.background)
         if array is not None:
             arrays.append(array)
             labels.append(decoder._label(path))
