@@ -2,8 +2,10 @@
 
     LOSSES["hinge"].d(real_logits, fake_logits)   # discriminator / critic loss
     LOSSES["hinge"].g(fake_logits)                # generator loss
+    LOSSES["rpgan"].g(fake_logits, real_logits)   # relativistic losses pair each fake with a real
 
-`gan` D losses also take per-sample targets (label smoothing and flipping make them soft).
+`gan` D losses also take per-sample targets (label smoothing and flipping make them soft). R1 and R2
+(`gradient_norm_penalty` on real or generated images) regularise any of them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def d_gan(real_logits, fake_logits, real_targets=None, fake_targets=None):
     )
 
 
-def g_gan(fake_logits):
+def g_gan(fake_logits, real_logits=None):
     """Non-saturating generator loss: -log D(G(z))."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
@@ -37,7 +39,7 @@ def d_wgan(real_logits, fake_logits):
     return fake_logits.mean() - real_logits.mean()
 
 
-def g_wgan(fake_logits):
+def g_wgan(fake_logits, real_logits=None):
     return -fake_logits.mean()
 
 
@@ -46,6 +48,25 @@ def d_hinge(real_logits, fake_logits):
 
 
 g_hinge = g_wgan  # the generator side of hinge is the Wasserstein one
+
+
+def d_rpgan(real_logits, fake_logits):
+    """Relativistic pairing GAN (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): D learns to score
+    each real image above its paired fake, softplus(D(fake) - D(real)); no fixed target to saturate on."""
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def g_rpgan(fake_logits, real_logits):
+    """G's side of the pairing: each fake should score above its real, softplus(D(real) - D(fake))."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
+def gradient_norm_penalty(D: Callable, images: torch.Tensor, labels=None) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] at the given images: R1 on real images, R2 on generated ones (Mescheder et al.
+    2018; R3GAN uses both). Per sample, so D must not mix samples (no BatchNorm)."""
+    images = images.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(images, labels).sum(), images, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
 
 
 def gradient_penalty(critic: Callable, real: torch.Tensor, fake: torch.Tensor, labels=None, alpha=None):
@@ -66,8 +87,9 @@ def d_accuracy(real_logits, fake_logits):
 
 class AdversarialLoss(NamedTuple):
     d: Callable  # (real_logits, fake_logits[, real_targets, fake_targets]) -> scalar
-    g: Callable  # (fake_logits) -> scalar
+    g: Callable  # (fake_logits, real_logits) -> scalar
     uses_targets: bool  # takes (soft) real/fake targets
+    pairs_real: bool = False  # G's loss needs D's logits on real images too (relativistic)
 
 
 LOSSES: dict[str, AdversarialLoss] = {
@@ -75,6 +97,7 @@ LOSSES: dict[str, AdversarialLoss] = {
     "wgan": AdversarialLoss(d_wgan, g_wgan, False),
     "wgan-gp": AdversarialLoss(d_wgan, g_wgan, False),
     "hinge": AdversarialLoss(d_hinge, g_hinge, False),
+    "rpgan": AdversarialLoss(d_rpgan, g_rpgan, False, pairs_real=True),
 }
 
 
@@ -86,18 +109,20 @@ class AdversarySpec(NamedTuple):
     g_weight: float  # share of G's loss
     clip: Optional[float]  # clamp weights to [-clip, clip] after each update (WGAN)
     gp_weight: float  # gradient penalty weight (WGAN-GP)
+    r1_gamma: float = 0.0  # R1 penalty on real images, weight gamma / 2
+    r2_gamma: float = 0.0  # R2 penalty on generated images, weight gamma / 2
 
 
 def adversaries(cfg: LossConfig) -> list[AdversarySpec]:
     """What `loss.name` trains G against; `combined` is a discriminator plus a clipped critic."""
     if cfg.name == "combined":
         return [
-            AdversarySpec("D", LOSSES["gan"], 1.0 - cfg.combined_weight, None, 0.0),
+            AdversarySpec("D", LOSSES["gan"], 1.0 - cfg.combined_weight, None, 0.0, cfg.r1_gamma, cfg.r2_gamma),
             AdversarySpec("critic", LOSSES["wgan"], cfg.combined_weight, cfg.clip, 0.0),
         ]
     clip = cfg.clip if cfg.name == "wgan" else None
     gp_weight = cfg.gp_weight if cfg.name == "wgan-gp" else 0.0
-    return [AdversarySpec("D", LOSSES[cfg.name], 1.0, clip, gp_weight)]
+    return [AdversarySpec("D", LOSSES[cfg.name], 1.0, clip, gp_weight, cfg.r1_gamma, cfg.r2_gamma)]
 
 
 def d_targets(

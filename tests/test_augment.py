@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from raygan.augment import augment, cutout, translation
+from raygan.augment import augment, color, cutout, translation
 from raygan.config import build_config
 from raygan.errors import ConfigError
 
@@ -48,7 +48,32 @@ def test_each_rank_augments_its_slice_as_the_global_batch_would():
     assert not torch.equal(whole, augment(images, ("translation", "cutout"), seeded(4), 8, slice(0, 8)))
 
 
+def test_translation_repeats_the_edge():
+    white = torch.ones(16, 3, 32, 32)  # a white border stays white when shifted
+    white[:, :, 10:20, 10:20] = -1.0
+    out = translation(white, seeded(), 16, slice(0, 16))
+    assert torch.all(out[:, :, :4] == 1.0) and torch.all(out[:, :, -4:] == 1.0)
+
+
+def test_color_matches_hand_computation():
+    images = torch.tensor([[-1.0, 0.0, 0.5]]).view(1, 3, 1, 1).repeat(1, 1, 2, 2)
+    images[..., 1, 1] = 1.0  # one pixel grey-white, so the image mean differs from the pixel means
+    b, s, c = torch.rand(3, 1, generator=seeded(5))[:, 0].tolist()
+    x = images + (b - 0.5)
+    x = x.mean(1, keepdim=True) + (x - x.mean(1, keepdim=True)) * (2 * s)
+    x = x.mean((1, 2, 3), keepdim=True) + (x - x.mean((1, 2, 3), keepdim=True)) * (c + 0.5)
+    assert torch.allclose(color(images, seeded(5), 1, slice(0, 1)), x)
+
+
+def test_probability_p_applies_each_transform_to_about_that_share():
+    images = square(400)
+    assert torch.equal(augment(images, ("cutout",), seeded(), 400, slice(0, 400), p=0.0), images)
+    out = augment(images, ("cutout",), seeded(), 400, slice(0, 400), p=0.3)
+    changed = (out != images).flatten(1).any(1).float().mean().item()
+    assert 0.2 < changed < 0.4
+
+
 def test_unknown_augmentation_is_a_config_error():
-    with pytest.raises(ConfigError, match="train.augment: 'flip' is not one of: translation, cutout"):
+    with pytest.raises(ConfigError, match="train.augment: 'flip' is not one of: translation, cutout, color"):
         build_config({"train": {"augment": ["flip"]}})
     assert build_config({"train": {"augment": ["translation", "cutout"]}}).train.augment == ("translation", "cutout")

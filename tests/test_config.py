@@ -159,3 +159,16 @@ def test_cli_missing_data_exits_2_before_ray(tmp_path):
                      "--set", "data.name=folder", "--set", f"data.path={tmp_path}/empty")  # fmt: skip
     assert result.returncode == 2 and "no readable images" in result.stderr
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["loss.r1_gamma=1"], "model.d_norm"),  # the default D has batch norm
+    (["train.ada_target=0.6"], "train.ada_target"),  # nothing to adapt
+    (["train.augment_p=1.5", "train.augment=[color]"], "train.augment_p"),
+    (["data.name=emoji", "data.image_size=128"], "data.image_size"),
+    (["data.background=pink"], "data.background"),
+    (["loss.reg_interval=0"], "loss.reg_interval"),
+])
+def test_modern_recipe_keys_are_checked(overrides, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        build_config({}, overrides)

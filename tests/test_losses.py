@@ -73,3 +73,29 @@ def test_combined_is_a_discriminator_and_a_clipped_critic():
     d, critic = losses.adversaries(LossConfig(name="combined", combined_weight=0.3, clip=0.02))
     assert (d.name, d.loss, d.g_weight, d.clip) == ("D", losses.LOSSES["gan"], pytest.approx(0.7), None)
     assert (critic.name, critic.loss, critic.g_weight, critic.clip) == ("critic", losses.LOSSES["wgan"], 0.3, 0.02)
+
+
+def test_rpgan_pairs_each_real_with_its_fake():
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 1.0])
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    d = (softplus(0.5 - 2.0) + softplus(1.0 + 1.0)) / 2
+    g = (softplus(2.0 - 0.5) + softplus(-1.0 - 1.0)) / 2
+    assert losses.LOSSES["rpgan"].d(real, fake).item() == pytest.approx(d)
+    assert losses.LOSSES["rpgan"].g(fake, real).item() == pytest.approx(g)
+    assert losses.LOSSES["rpgan"].pairs_real and not losses.LOSSES["gan"].pairs_real
+    # shifting every logit by the same amount changes nothing: only the pairs' differences count
+    assert losses.d_rpgan(real + 3, fake + 3).item() == pytest.approx(d)
+
+
+def test_r1_of_a_linear_and_a_quadratic_discriminator():
+    w = torch.tensor([3.0, -4.0])  # D(x) = w.x: gradient w everywhere, ||w||^2 = 25
+    x = torch.randn(5, 2)
+    assert losses.gradient_norm_penalty(lambda images, labels=None: images @ w, x).item() == pytest.approx(25.0)
+    # D(x) = ||x||^2: gradient 2x, so the penalty is 4 E||x||^2
+    penalty = losses.gradient_norm_penalty(lambda images, labels=None: images.square().sum(1), x)
+    assert penalty.item() == pytest.approx(4 * x.square().sum(1).mean().item(), rel=1e-5)
+
+
+def test_r1_r2_weights_reach_the_adversary():
+    spec = losses.adversaries(LossConfig(name="rpgan", r1_gamma=2.0, r2_gamma=0.5))[0]
+    assert (spec.r1_gamma, spec.r2_gamma) == (2.0, 0.5)

@@ -51,6 +51,8 @@ VARIANTS = [
     ["data.name=random", "data.channels=3"],
     ["data.name=stacked-digits", "model.pack=2", "loss.label_flip=0.1"],
     ["train.augment=[translation, cutout]", "loss.name=wgan-gp", "model.d_norm=layer"],
+    ["loss.name=rpgan", "model.arch=resnet", "model.d_norm=none", "loss.r1_gamma=1", "loss.r2_gamma=1"],
+    ["train.augment=[color, translation]", "train.ada_target=0.6", "train.augment_p=0.2", "data.xflip=true"],
 ]
 
 
@@ -125,8 +127,18 @@ def test_g_threshold_freezes_the_generator():
     assert engine.pop_metrics()["g_skipped"] == 3
 
 
-@pytest.mark.parametrize("overrides", [[], ["loss.name=combined", "train.ema=0.9", "model.conditional=true"],
-                                       ["train.augment=[translation, cutout]"]])
+RESUMABLE = [
+    [],
+    ["loss.name=combined", "train.ema=0.9", "model.conditional=true"],
+    ["train.augment=[translation, cutout]"],
+    # adaptive and lazy: p, its unfinished sign sums and the penalty schedule must survive the checkpoint
+    ["loss.name=rpgan", "model.d_norm=none", "loss.r1_gamma=2", "loss.r2_gamma=1", "loss.reg_interval=2",
+     "train.augment=[color, translation, cutout]", "train.augment_p=0", "train.ada_target=0.6", "train.ada_interval=2",
+     "train.ada_kimg=0.1", "data.xflip=true"],
+]
+
+
+@pytest.mark.parametrize("overrides", RESUMABLE)
 def test_resume_is_exact(tmp_path, overrides):
     """k steps, checkpoint to disk, fresh engine, k more == 2k uninterrupted."""
     cfg = tiny(*overrides)
@@ -143,6 +155,43 @@ def test_resume_is_exact(tmp_path, overrides):
     assert torch.equal(params(straight), params(resumed))
     if straight.G_ema is not None:
         assert all(torch.equal(a, b) for a, b in zip(straight.G_ema.parameters(), resumed.G_ema.parameters()))
+    assert straight.augment_p == resumed.augment_p
+
+
+def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after():
+    """E[sign D(real)] above the target moves p up by batch * interval / (kimg * 1000) per adjustment."""
+    cfg = tiny("train.augment=[translation]", "train.augment_p=0", "train.ada_target=0.6", "train.ada_interval=1",
+               "train.ada_kimg=0.16")  # 16 images a step: p moves by 0.1 each step
+    engine, dataset = make(cfg)
+    D = engine.adversaries[0].net
+    original_forward = D.forward
+    D.forward = lambda images, labels=None: original_forward(images, labels) * 0 + 1.0  # sure every image is real
+    run_steps(engine, dataset, cfg, 3)
+    assert engine.augment_p == pytest.approx(0.3)
+    assert engine.pop_metrics()["augment_p"] == pytest.approx(0.3)
+    D.forward = lambda images, labels=None: original_forward(images, labels) * 0 - 1.0  # now sure they are fake
+    run_steps(engine, dataset, cfg, 5)
+    assert engine.augment_p == 0.0  # clamped at 0
+
+
+def test_lazy_regularisation_adds_the_penalty_on_its_steps_only():
+    cfg = tiny("loss.name=hinge", "model.d_norm=none", "loss.r1_gamma=1", "loss.reg_interval=3")
+    engine, dataset = make(cfg)
+    counts = []
+    for _ in range(6):
+        run_steps(engine, dataset, cfg, 1)
+        counts.append("D_r1" in engine.pop_metrics())
+    assert counts == [True, False, False, True, False, False]
+
+
+def test_xflip_mirrors_about_half_of_the_real_images():
+    cfg = tiny("data.xflip=true", "train.batch_size=64")
+    engine, dataset = make(cfg)
+    images = dataset.batch(torch.arange(64))[0]
+    flipped = engine._xflip(images, 0)
+    mirrored = torch.tensor([torch.equal(a, b.flip(2)) and not torch.equal(a, b) for a, b in zip(flipped, images)])
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(flipped, images)])
+    assert bool((mirrored | kept).all()) and 20 < int(mirrored.sum()) < 44
 
 
 def test_resume_applies_the_configs_hyperparameters(tmp_path):

@@ -8,7 +8,7 @@ from torch import nn
 
 from raygan.config import Config
 from raygan.models.dcgan import Discriminator, Generator
-from raygan.models.resnet import ResNetGenerator
+from raygan.models.resnet import ResNetDiscriminator, ResNetGenerator
 
 
 class Arch(NamedTuple):
@@ -36,25 +36,29 @@ def _generator(G: type[nn.Module]) -> Callable[[Config, int, int], nn.Module]:
     return build
 
 
-def _dcgan_discriminator(cfg: Config, channels: int, num_classes: int) -> Discriminator:
-    m = cfg.model
-    return Discriminator(
-        image_size=cfg.data.image_size,
-        channels=channels,
-        layers=m.d_layers,
-        width=m.d_width,
-        activation=m.d_activation,
-        norm=m.d_norm,
-        dropout=m.d_dropout,
-        bn_momentum=m.bn_momentum,
-        num_classes=num_classes if m.conditional else 0,
-    )
+def _discriminator(D: type[nn.Module]) -> Callable[[Config, int, int], nn.Module]:
+    """A builder for discriminator class D: both take the same model keys."""
+
+    def build(cfg: Config, channels: int, num_classes: int) -> nn.Module:
+        m = cfg.model
+        return D(
+            image_size=cfg.data.image_size,
+            channels=channels,
+            layers=m.d_layers,
+            width=m.d_width,
+            activation=m.d_activation,
+            norm=m.d_norm,
+            dropout=m.d_dropout,
+            bn_momentum=m.bn_momentum,
+            num_classes=num_classes if m.conditional else 0,
+        )
+
+    return build
 
 
-# resnet: residual G, DCGAN D
 ARCHS: dict[str, Arch] = {
-    "dcgan": Arch(_generator(Generator), _dcgan_discriminator),
-    "resnet": Arch(_generator(ResNetGenerator), _dcgan_discriminator),
+    "dcgan": Arch(_generator(Generator), _discriminator(Discriminator)),
+    "resnet": Arch(_generator(ResNetGenerator), _discriminator(ResNetDiscriminator)),
 }
 
 

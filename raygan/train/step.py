@@ -3,8 +3,10 @@
     engine = GANEngine(cfg, channels=1, num_classes=10)
     metrics = engine.train_step([dataset.batch(idx) for idx in next_indices])  # n_critic real batches
 
-Every variant runs through the same step; they differ only in their loss (see `raygan.losses`), the
-number of D updates per G update (`n_critic`) and the update thresholds. `wrap` turns each network
+Every variant runs through the same step; they differ only in their loss (see `raygan.losses`), its
+regularisers (R1/R2 every `reg_interval` steps, lazily), the number of D updates per G update
+(`n_critic`) and the update thresholds. With `train.ada_target` the augmentation probability follows
+D's overfitting signal E[sign D(real)] as in StyleGAN2-ADA, and is part of the state. `wrap` turns each network
 into its data-parallel form (Ray Train passes `prepare_model`); all randomness of step k is drawn
 from generators seeded by (seed, k) for the global batch, each rank taking its slice, so w workers
 with batch B/w compute what one worker with batch B computes, and a resumed run repeats exactly.
@@ -27,8 +29,8 @@ from raygan.models import build_discriminator, build_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images in [-1, 1], labels
 # kinds of random draw in a step, each from its own seeded generator
-DRAW_NOISE, DRAW_TARGETS, DRAW_PENALTY, DRAW_AUGMENT_REAL, DRAW_AUGMENT_FAKE, DRAW_AUGMENT_G = range(6)
-NUM_DRAW_KINDS = DRAW_AUGMENT_G + 1
+DRAW_NOISE, DRAW_TARGETS, DRAW_PENALTY, DRAW_AUGMENT_REAL, DRAW_AUGMENT_FAKE, DRAW_AUGMENT_G, DRAW_XFLIP = range(7)
+NUM_DRAW_KINDS = DRAW_XFLIP + 1
 STANDING_BATCHES = 16  # batches of latents that give the EMA generator its BatchNorm statistics
 
 
@@ -119,6 +121,8 @@ class GANEngine:
         self.step = 0
         self.d_skipped = 0
         self.g_skipped = 0
+        self.augment_p = cfg.train.augment_p  # adapted when train.ada_target is set
+        self._real_sign = torch.zeros(2, device=self.device)  # ADA: sum of sign D(real), count, since the last adjustment
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
 
@@ -148,10 +152,18 @@ class GANEngine:
 
     def _augment(self, images: torch.Tensor, kind: int, index: int) -> torch.Tensor:
         names = self.cfg.train.augment
-        if not names:
+        if not names or self.augment_p == 0:
             return images
-        out = augment(images, names, self._generator(kind, index), self.cfg.train.batch_size, self.local)
+        g = self._generator(kind, index)
+        out = augment(images, names, g, self.cfg.train.batch_size, self.local, p=self.augment_p)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    def _xflip(self, images: torch.Tensor, index: int) -> torch.Tensor:
+        """Each real image mirrored with probability 1/2 (data.xflip)."""
+        if not self.cfg.data.xflip:
+            return images
+        flip = torch.rand(self.cfg.train.batch_size, generator=self._generator(DRAW_XFLIP, index))[self.local] < 0.5
+        return torch.where(flip.to(images.device)[:, None, None, None], images.flip(3), images)
 
     def _noise(self, purpose: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """This rank's slice of the global batch of latents (and labels for conditional models)."""
@@ -172,7 +184,7 @@ class GANEngine:
         fake = fake_labels = None
         for i, (images, labels) in enumerate(real_batches):
             last = i == len(real_batches) - 1
-            images = images.to(self.device, non_blocking=True)
+            images = self._xflip(images.to(self.device, non_blocking=True), i)
             labels = labels.to(self.device, non_blocking=True) if self.conditional else None
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -181,8 +193,22 @@ class GANEngine:
                 fake = self.G(z, fake_labels)  # the last one is reused by the G update, as in DCGAN
             for adversary in self.adversaries:
                 self._adversary_update(adversary, images, labels, fake.detach(), fake_labels, purpose=i)
-        self._generator_update(fake, fake_labels)
+        self._generator_update(fake, fake_labels, images, labels)
         self.step += 1
+        if cfg.train.ada_target is not None and self.step % cfg.train.ada_interval == 0:
+            self._adapt_augmentation()
+
+    def _adapt_augmentation(self) -> None:
+        """StyleGAN2-ADA: raise p while D is sure of the real images (E[sign D(real)] above the target),
+        lower it otherwise, by at most the step that takes p from 0 to 1 in `ada_kimg` thousand images."""
+        t = self.cfg.train
+        sign_sum, count = all_reduce_mean(self._real_sign).tolist()  # means over ranks of sums: the ratio holds
+        self._real_sign.zero_()
+        if count == 0:
+            return
+        rate = t.batch_size * t.ada_interval / (t.ada_kimg * 1000)
+        direction = 1.0 if sign_sum / count > t.ada_target else -1.0
+        self.augment_p = min(max(self.augment_p + direction * rate, 0.0), 1.0)
 
     def _adversary_update(self, adv: Adversary, real, real_labels, fake, fake_labels, purpose: int) -> None:
         cfg, spec, net = self.cfg, adv.spec, adv.net
@@ -204,6 +230,15 @@ class GANEngine:
             else:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float())
         total = loss
+        if spec.name == "D" and cfg.train.ada_target is not None:
+            self._real_sign += torch.stack([real_logits.detach().float().sign().sum(), real_logits.new_tensor(real_logits.numel())])
+        if (spec.r1_gamma or spec.r2_gamma) and self.step % cfg.loss.reg_interval == 0 and purpose == 0:
+            interval = cfg.loss.reg_interval  # lazy: a larger weight, less often
+            for name, gamma, images, labels in (("r1", spec.r1_gamma, real, real_labels), ("r2", spec.r2_gamma, fake, fake_labels)):
+                if gamma:
+                    penalty = losses.gradient_norm_penalty(net, images, labels)
+                    total = total + (gamma / 2) * interval * penalty
+                    self._track(f"{spec.name}_{name}", penalty)
         if spec.gp_weight:
             alpha = torch.rand(cfg.train.batch_size, generator=self._generator(DRAW_PENALTY, purpose))[self.local]
             penalty = losses.gradient_penalty(net, real, fake, real_labels, alpha)
@@ -224,7 +259,7 @@ class GANEngine:
                 for p in net.parameters():
                     p.clamp_(-spec.clip, spec.clip)
 
-    def _generator_update(self, fake: torch.Tensor, fake_labels) -> None:
+    def _generator_update(self, fake: torch.Tensor, fake_labels, real: torch.Tensor, real_labels) -> None:
         seen = self._augment(fake, DRAW_AUGMENT_G, 0)  # what D sees of G's samples
         with contextlib.ExitStack() as stack:
             for adv in self.adversaries:
@@ -233,7 +268,7 @@ class GANEngine:
                 stack.callback(adv.net.requires_grad_, True)
             with self._autocast():
                 loss = sum(
-                    adv.spec.g_weight * adv.spec.loss.g(adv.net(seen, fake_labels).float())
+                    adv.spec.g_weight * adv.spec.loss.g(adv.net(seen, fake_labels).float(), self._paired_real(adv, real, real_labels))
                     for adv in self.adversaries
                 )
             self._track("g_loss", loss)
@@ -250,6 +285,13 @@ class GANEngine:
         self.scaler_G.update()
         if self.G_ema is not None:
             self._update_ema()
+
+    @torch.no_grad()
+    def _paired_real(self, adv: Adversary, real: torch.Tensor, real_labels) -> Optional[torch.Tensor]:
+        """D's logits on the last real batch (augmented as D sees reals) for relativistic G losses."""
+        if not adv.spec.loss.pairs_real:
+            return None
+        return adv.net(self._augment(real, DRAW_AUGMENT_REAL, self.cfg.train.n_critic), real_labels).float()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -316,6 +358,8 @@ class GANEngine:
         means = (all_reduce_mean(sums) / torch.tensor(divisors, device=sums.device)).tolist()  # same on every rank
         out = dict(zip(names, means))
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
+        if self.cfg.train.augment:
+            out["augment_p"] = self.augment_p
         out.update({f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()})  # PBT may change them
         self._sums, self._count = {}, 0
         return out
@@ -341,6 +385,8 @@ class GANEngine:
             "opt_G": self.opt_G.state_dict(),
             "scaler_G": self.scaler_G.state_dict(),
             "scaler_D": self.scaler_D.state_dict(),
+            "augment_p": self.augment_p,
+            "real_sign": self._real_sign.cpu(),
         }
         for adv in self.adversaries:
             state[adv.spec.name] = unwrap(adv.net).state_dict()
@@ -353,6 +399,9 @@ class GANEngine:
         """Restore everything, then apply the current config's optimizer hyperparameters again."""
         self.step = int(state["step"])
         self.d_skipped, self.g_skipped = int(state["d_skipped"]), int(state["g_skipped"])
+        if self.cfg.train.ada_target is not None and "augment_p" in state:  # adapted: the checkpoint's, not the start value
+            self.augment_p = float(state["augment_p"])
+            self._real_sign = state["real_sign"].to(self.device)
         unwrap(self.G).load_state_dict(state["G"])
         self.opt_G.load_state_dict(state["opt_G"])
         apply_hyperparameters(self.opt_G, self.cfg.optim.g)
