@@ -71,7 +71,8 @@ def example_inputs(metadata: dict[str, Any], batch: int = TRACE_BATCH) -> tuple[
 def to_torchscript(G: nn.Module, metadata: dict[str, Any]) -> bytes:
     # a trace, not a script: the conditional G's Optional labels do not compile, and the trace bakes BN's eval mode in.
     # torch's own trace check re-traces and diffs graphs (2.2 of 2.6 s for the 64x64 DCGAN); the check below is direct
-    traced = torch.jit.trace(G.eval(), example_inputs(metadata), check_trace=False)
+    G = G.eval().requires_grad_(False)  # the file's users get images, not an autograd graph behind them
+    traced = torch.jit.trace(G, example_inputs(metadata), check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})
     inputs = example_inputs(metadata, batch=TRACE_BATCH + 1)  # another batch size: the batch axis stayed generic
