@@ -4,6 +4,7 @@
     raygan sample ~/raygan_results/smoke --num 64 --out samples
     raygan fid --real digits --fake digits:test --json
     raygan bench tune_configs/smoke.yaml --steps 20 --workers 2 --json
+    raygan export ~/raygan_results/smoke --format onnx --out G.onnx
 
 Exit status: 0 success; 2 bad input (one `error: ...` line on stderr, nothing started or written);
 1 a failure at run time.
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--label", type=int, help="class to draw (conditional models); default: all classes in turn")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels)")
+
+    export = commands.add_parser("export", help="the sampling generator as a file that loads without raygan")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="checkpoint or run folder (its best), local or s3://")
+    export.add_argument("--format", required=True, choices=["torchscript", "onnx"],
+                        help="torchscript (torch.jit.load) or onnx (onnxruntime)")
+    export.add_argument("--out", required=True, help="the file to write, local or s3://")
+    export.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
     fid = commands.add_parser("fid", help="FID / KID between two image sources")
     fid.add_argument("--real", required=True, metavar="SPEC",
@@ -264,6 +272,19 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from raygan.export import export_generator
+
+    result = export_generator(args.checkpoint, args.format, args.out)
+    labels = f"{result['num_classes']} labels" if result["num_classes"] else "unconditional"
+    print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s) from "
+          f"{result['checkpoint']}: z of {result['latent_dim']}, {labels}, "
+          f"{result['channels']}x{result['image_size']}x{result['image_size']} images in [-1, 1]")  # fmt: skip
+    if args.json:
+        _print_json(result)
+    return 0
+
+
 def cmd_checkpoints(args) -> int:
     from raygan import checkpoint, storage
 
@@ -363,7 +384,7 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"checkpoints": cmd_checkpoints, "train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench,
-            "report": cmd_report}  # fmt: skip
+            "report": cmd_report, "export": cmd_export}  # fmt: skip
 
 
 def main(argv: Optional[list[str]] = None) -> int:
