@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     fid.add_argument("--real", required=True, metavar="SPEC",
                      help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run")
     fid.add_argument("--fake", required=True, metavar="SPEC", help="same kinds as --real")
-    fid.add_argument("--features", default="digits", help="digits | inception | a TorchScript file")
+    fid.add_argument("--features", help="digits | emoji | inception | a TorchScript file "
+                     "(default: a checkpoint's eval.features, emoji for emoji, else digits)")
     fid.add_argument("--inception-weights", help="local InceptionV3 weights (features inception)")
     fid.add_argument("--num", type=int, help="images per side (default: all; 2000 samples from a checkpoint)")
     fid.add_argument("--json", action="store_true")

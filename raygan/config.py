@@ -110,7 +110,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    features: str = "digits"  # digits | inception | path to a TorchScript feature module
+    features: str = "digits"  # digits | emoji | inception | path to a TorchScript feature module
     num_samples: int = 2000  # generated images per evaluation, from fixed latents
     inception_weights: Optional[str] = None  # local InceptionV3 FID weights for offline clusters
 

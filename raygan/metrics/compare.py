@@ -1,10 +1,12 @@
 """`raygan fid`: FID/KID/MiFID between two image sources.
 
     fid_between("digits", "digits:test")                        # the metric's noise floor on digits
+    fid_between("emoji", "emoji:test")                          # ... on emoji (their own feature network)
     fid_between("digits:test", "~/raygan_results/run1", num=2000)  # a run's best checkpoint
 
-A SPEC is a built-in dataset (`digits`, `digits:test`, `stacked-digits[:test]`), a folder of images,
-an .npz with `images`, or a checkpoint / run folder to sample from (fixed latents).
+A SPEC is a built-in dataset (`digits`, `digits:test`, `stacked-digits[:test]`, `emoji[:test]`), a folder
+of images, an .npz with `images`, or a checkpoint / run folder to sample from (fixed latents). Without
+`features` the feature network is the checkpoint's `eval.features`, `emoji` for emoji, else `digits`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from raygan.checkpoint import is_checkpoint_or_run
 from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
 
-BUILTIN = ("digits", "stacked-digits")
+BUILTIN = ("digits", "stacked-digits", "emoji")
 DEFAULT_FAKE_SAMPLES = 2000
 DEFAULT_SIZE = 32
 
@@ -69,8 +71,19 @@ def _checkpoint_size(spec: str) -> Optional[int]:
     return None
 
 
-def fid_between(real: str, fake: str, features: str = "digits", num: Optional[int] = None,
+def default_features(*specs: str) -> str:
+    """The feature network a comparison of these specs should use when none is named."""
+    from raygan.checkpoint import read_config, resolve_checkpoint
+
+    for spec in specs:
+        if is_checkpoint_or_run(spec):
+            return read_config(resolve_checkpoint(spec)).eval.features
+    return "emoji" if any(spec.partition(":")[0] == "emoji" for spec in specs) else "digits"
+
+
+def fid_between(real: str, fake: str, features: Optional[str] = None, num: Optional[int] = None,
                 inception_weights: Optional[str] = None) -> dict:  # fmt: skip
+    features = features or default_features(fake, real)
     size = _checkpoint_size(fake) or _checkpoint_size(real)
     real_images, real_text = load_images(real, num, size)
     fake_images, fake_text = load_images(fake, num, size or real_images.shape[-1])
@@ -79,7 +92,7 @@ def fid_between(real: str, fake: str, features: str = "digits", num: Optional[in
     if min(len(real_images), len(fake_images)) < 2:
         raise UserError("--num: FID needs at least 2 images on each side")
     out = image_metrics(real_images, fake_images, features, inception_weights)
-    return {**out, "real": real_text, "fake": fake_text, "num_real": len(real_images), "num_fake": len(fake_images)}
+    return {**out, "features": features, "real": real_text, "fake": fake_text, "num_real": len(real_images), "num_fake": len(fake_images)}
 
 
 def image_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, features: str = "digits",

@@ -6,6 +6,8 @@
 
 - `digits`: the shipped digits CNN (128 features); on 3 channels it is applied per channel
   (`stacked-digits`: 384 features, class = 100a + 10b + c, 1,000 modes).
+- `emoji`: the shipped emoji CNN (256 features that see shape: it tells the 1,911 emoji apart under
+  shifts and colour changes); class = one of the 9 emoji categories. 1-channel images are repeated to RGB.
 - `inception`: torchmetrics' FID InceptionV3 (2048 features); `eval.inception_weights` is a local
   weights file for clusters without internet.
 - a path to a TorchScript module (`*.pt`/`*.pth`/`*.ts`): maps [0, 1] images to N x F features.
@@ -86,6 +88,32 @@ class DigitsExtractor(Extractor):
         return self.features_and_classes(images)[1]
 
 
+class EmojiExtractor(Extractor):
+    batch_size = 250
+    num_features = 256
+    num_classes = 9
+
+    def __init__(self):
+        super().__init__()
+        from raygan.metrics.emoji_net import WEIGHTS, load_emoji_net
+
+        self.net = load_emoji_net().inference_copy()
+        self.identity = f"emoji-{_file_digest(WEIGHTS)}"
+
+    @torch.inference_mode()
+    def features_and_classes(self, images):
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        features = self.net.features(images.contiguous(memory_format=torch.channels_last))
+        return features, self.net.category_head(features).argmax(1)
+
+    def features(self, images):
+        return self.features_and_classes(images)[0]
+
+    def classify(self, images):
+        return self.features_and_classes(images)[1]
+
+
 class InceptionExtractor(Extractor):
     """torchmetrics' FID InceptionV3 (pool3, 2048 features); 1-channel images are repeated to RGB."""
 
@@ -149,6 +177,7 @@ class ScriptedExtractor(Extractor):
 
 FEATURES: dict[str, Callable[..., Extractor]] = {
     "digits": lambda channels, weights: DigitsExtractor(channels),
+    "emoji": lambda channels, weights: EmojiExtractor(),
     "inception": lambda channels, weights: InceptionExtractor(weights),
 }
 
