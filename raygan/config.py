@@ -30,6 +30,7 @@ class DataConfig:
     channels: int = 3  # 1 | 3: random noise and folder images (converted to L or RGB)
     background: str = "white"  # white | black | gray | #rrggbb: under transparent pixels (emoji, RGBA files)
     xflip: bool = False  # mirror each real image with probability 1/2 (a dataset twice the size, as StyleGAN's --mirror)
+    cache: str = "auto"  # folder: memory (decoded once, exact resume) | stream (Ray Data) | auto (memory if it fits)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ CHOICES = {
     "model.d_norm": ("batch", "none", "layer", "spectral"),
     "loss.name": ("gan", "wgan", "wgan-gp", "hinge", "rpgan", "combined"),
     "loss.label_smoothing_mode": ("fixed", "uniform"),
+    "data.cache": ("auto", "memory", "stream"),
     "train.amp": (None, "bf16", "fp16"),
     "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
     "train.augment": ("translation", "cutout", "color"),
@@ -410,6 +412,7 @@ def validate(cfg: Config) -> None:
     size = d.image_size
     if size < 8 or size > 256 or size & (size - 1):
         raise ConfigError("data.image_size", f"must be a power of two from 8 to 256, got {size}")
+    _check_choice("data.cache", d.cache)
     if d.name == "emoji" and size not in (16, 32, 64):
         raise ConfigError("data.image_size", f"emoji images are 64x64: use 16, 32 or 64, not {size}")
     if d.channels not in (1, 3):

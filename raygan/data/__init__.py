@@ -179,32 +179,13 @@ def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
     return torch.stack(out).clamp(-1, 1)
 
 
-def _image_files(path: str) -> tuple[Path, list[Path]]:
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data.path: {path}: no such folder")
-    return root, sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def image_folder(path: str, image_size: int, channels: int, background: str = "white") -> TensorImages:
-    """Images under `path`; the class is the first sub-folder's name when there are sub-folders."""
-    root, files = _image_files(path)
-    class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    class_index = {name: i for i, name in enumerate(class_names)}
-    arrays, labels, skipped = [], [], 0
-    for file in files:
-        array = _decode(file.read_bytes(), channels, background)
-        if array is None:
-            skipped += 1
-            continue
-        arrays.append(array)
-        parts = file.relative_to(root).parts
-        labels.append(class_index.get(parts[0], 0) if len(parts) > 1 else 0)
-    if not arrays:
-        raise UserError(f"data.path: {path}: no readable images (skipped {skipped} files)")
-    dataset = TensorImages(images_to_tensor(arrays, image_size), torch.tensor(labels), max(1, len(class_names)))
-    dataset.skipped = skipped
-    return dataset
+    """Images under a folder or prefix (local or s3://); the class is the first sub-folder's name when
+    there are sub-folders."""
+    from raygan.data.stream import decode_folder
+
+    return decode_folder(DataConfig(name="folder", path=path, image_size=image_size, channels=channels,
+                                    background=background))  # fmt: skip
 
 
 def npz_images(path: str, image_size: int) -> TensorImages:
@@ -252,8 +233,10 @@ def check_source(cfg: DataConfig) -> None:
     if cfg.name == "npz":
         npz_images(cfg.path, 8)
     elif cfg.name == "folder" and "://" not in cfg.path:
-        _, files = _image_files(cfg.path)
-        if not any(_decode(f.read_bytes(), cfg.channels, cfg.background) is not None for f in files):
+        from raygan.data.stream import list_images
+
+        _, files, _ = list_images(cfg.path)
+        if not any(_decode(Path(f).read_bytes(), cfg.channels, cfg.background) is not None for f in files):
             raise UserError(f"data.path: {cfg.path}: no readable images ({len(files)} image files)")
 
 

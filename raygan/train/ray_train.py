@@ -30,7 +30,7 @@ from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, w
 from raygan.collectives import all_reduce_mean
 from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
-from raygan.data.stream import StreamedBatches, folder_dataset
+from raygan.data.stream import StreamedBatches, folder_dataset, in_memory
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
@@ -71,7 +71,7 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     device = ray.train.torch.get_device()
-    if cfg.data.name == "folder":  # streamed through Ray Data, a shard per worker
+    if loop_config.get("stream"):  # a folder too large for memory, through Ray Data, a shard per worker
         channels, num_classes = cfg.data.channels, loop_config["num_classes"]
         batches = StreamedBatches(ray.train.get_dataset_shard("train"), cfg.train.batch_size // world_size, cfg.seed)
     else:
@@ -247,9 +247,9 @@ def trainer(
         "storage_root": cache_root or storage_path, "run_uri": f"{storage_path.rstrip('/')}/{name}",
         "started_at": started_at or time.time(),
     }  # fmt: skip
-    if cfg.data.name == "folder":
+    if cfg.data.name == "folder" and not in_memory(cfg.data):
         datasets["train"], info = folder_dataset(cfg.data)
-        loop_config["num_classes"] = max(1, len(info.class_names))
+        loop_config.update(stream=True, num_classes=max(1, len(info.class_names)))
     resources = worker_resources(s)
     return ray.train.torch.TorchTrainer(
         train_worker,
