@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the file to write, local or s3://")
     export.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
-    fid = commands.add_parser("fid", help="FID / KID between two image sources")
+    fid = commands.add_parser("fid", help="FID / KID / precision, recall, density, coverage between two image sources")
     fid.add_argument("--real", required=True, metavar="SPEC",
                      help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run")
     fid.add_argument("--fake", required=True, metavar="SPEC", help="same kinds as --real")
@@ -364,9 +364,13 @@ def cmd_fid(args) -> int:
         raise UserError(f"--num: must be at least 2, got {args.num}")
     result = fid_between(args.real, args.fake, args.features, args.num, args.inception_weights)
     print(f"FID {result['fid']:.3f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  MiFID {result['mifid']:.3f}")
+    print(f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  density {result['density']:.3f}  "
+          f"coverage {result['coverage']:.3f}  ({result['prdc_samples']} images per side, k=5)")
     print(f"  real: {result['real']}\n  fake: {result['fake']}")
     if args.json:
-        _print_json({k: result[k] for k in ("fid", "kid", "kid_std", "mifid", "num_real", "num_fake")})
+        keys = ("fid", "kid", "kid_std", "mifid", "precision", "recall", "density", "coverage", "prdc_samples",
+                "num_real", "num_fake")  # fmt: skip
+        _print_json({k: result[k] for k in keys})
     return 0
 
 
