@@ -476,6 +476,11 @@ def write_progress_gif(history: RunHistory, path: Path) -> Path:
     size = (width * scale, height * scale)  # training writes one size; a stray other one is resized to it
     frames = [_caption(grid.resize(size, Image.NEAREST), f"step {step}") for grid, step in zip(grids, steps)]
     durations = [GIF_FRAME_MS] * (len(frames) - 1) + [GIF_LAST_FRAME_MS]  # rest on the last frame
+    return save_gif(frames, path, durations)
+
+
+def save_gif(frames: list, path: Path, durations: list[int]) -> Path:
+    """PIL images as one looping GIF (Pillow's writer), each shown for its duration in milliseconds."""
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return path
 
