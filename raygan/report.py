@@ -47,10 +47,11 @@ GIF_FRAME_MS, GIF_LAST_FRAME_MS = 600, 2000
 GRID_MIN_SIDE = 32  # smaller images are drawn upsampled, bilinearly as raygan upsamples the 8x8 digits
 
 
-def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2) -> np.ndarray:
+def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2,
+               min_side: int = GRID_MIN_SIDE) -> np.ndarray:  # fmt: skip
     """N x C x H x W floats in [-1, 1] -> one H' x W' x 3 uint8 grid, `nrow` images per row."""
-    if images.shape[-1] < GRID_MIN_SIDE:
-        images = resize(images.detach().float(), GRID_MIN_SIDE)
+    if images.shape[-1] < min_side:
+        images = resize(images.detach().float(), min_side)
     n, c, h, w = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)

@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from raygan.report import GRID_MIN_SIDE
 from raygan.train.step import generate
 
 GRID_CLASS_COLUMNS = 8  # default latents per class row with --grid-classes
@@ -82,9 +83,11 @@ def tiles(z: torch.Tensor, num_classes: int = 0, label: Optional[int] = None,
 
 
 def write_walk(G: nn.Module, keyframes: torch.Tensor, path, num_classes: int = 0, label: Optional[int] = None,
-               grid_classes: bool = False, frames_per_segment: int = FRAMES_PER_SEGMENT) -> dict:  # fmt: skip
+               grid_classes: bool = False, frames_per_segment: int = FRAMES_PER_SEGMENT,
+               min_side: int = GRID_MIN_SIDE) -> dict:  # fmt: skip
     """An animated GIF of the grid `tiles` lays out, each image's latent walking through its keyframes
-    (K x N x D) while its label stays; {"frames", "width", "height"}."""
+    (K x N x D) while its label stays; {"frames", "width", "height"}. Images smaller than `min_side`
+    are drawn upsampled, as in the still grids (GIF bytes grow with the pixels: ~1 byte each here)."""
     from PIL import Image
 
     from raygan.report import grid_array, save_gif
@@ -92,6 +95,6 @@ def write_walk(G: nn.Module, keyframes: torch.Tensor, path, num_classes: int = 0
     frames = []
     for z in latent_walk(keyframes, frames_per_segment):
         z, labels, nrow = tiles(z, num_classes, label, grid_classes)
-        frames.append(Image.fromarray(grid_array(generate(G, z, labels), nrow)))
+        frames.append(Image.fromarray(grid_array(generate(G, z, labels), nrow, min_side=min_side)))
     save_gif(frames, path, [FRAME_MS] * len(frames))
     return {"frames": len(frames), "width": frames[0].width, "height": frames[0].height}
