@@ -2,6 +2,7 @@
 
     raygan train tune_configs/smoke.yaml --set train.steps=200 --name smoke --json
     raygan sample ~/raygan_results/smoke --num 64 --out samples
+    raygan sample ~/raygan_results/smoke --num 16 --interpolate 6 --truncation 0.8 --out walk
     raygan fid --real digits --fake digits:test --json
     raygan bench tune_configs/smoke.yaml --steps 20 --workers 2 --json
     raygan export ~/raygan_results/smoke --format onnx --out G.onnx
@@ -61,10 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="images from a checkpoint or a run's best checkpoint")
     sample.add_argument("checkpoint", help="checkpoint folder or run folder")
-    sample.add_argument("--num", type=int, default=64, help="number of images")
+    sample.add_argument("--num", type=int, help="number of images (default 64); with --grid-classes, images per "
+                        "class (default 8); with --interpolate, walks side by side (default 16)")  # fmt: skip
     sample.add_argument("--label", type=int, help="class to draw (conditional models); default: all classes in turn")
+    sample.add_argument("--grid-classes", action="store_true",
+                        help="conditional models: a row per class, the columns sharing a latent")
+    sample.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                        help="0 < PSI <= 1: latents times PSI, toward the mean latent (1: plain sampling)")
+    sample.add_argument("--interpolate", type=int, metavar="K",
+                        help="write OUT.gif instead: each image's latent walks through K keyframes (slerp) and back")
+    sample.add_argument("--frames", type=int, help="with --interpolate: frames from one keyframe to the next (default 16)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels)")
+    sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels); "
+                        "with --interpolate, OUT.gif")  # fmt: skip
 
     export = commands.add_parser("export", help="the sampling generator as a file that loads without raygan")
     export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="checkpoint or run folder (its best), local or s3://")
@@ -73,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the file to write, local or s3://")
     export.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
-    fid = commands.add_parser("fid", help="FID / KID between two image sources")
+    fid = commands.add_parser("fid", help="FID / KID / precision, recall, density, coverage between two image sources")
     fid.add_argument("--real", required=True, metavar="SPEC",
                      help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run")
     fid.add_argument("--fake", required=True, metavar="SPEC", help="same kinds as --real")
@@ -244,33 +254,54 @@ def cmd_sample(args) -> int:
     import numpy as np
     import torch
 
+    from raygan import sampling
     from raygan.checkpoint import load_generator
     from raygan.report import save_grid
     from raygan.train.step import generate
 
-    if args.num < 1:
-        raise UserError(f"--num: must be at least 1, got {args.num}")
+    _check_sample_args(args)
     G, cfg, meta = load_generator(args.checkpoint)
-    num_classes = meta["num_classes"]
-    labels = None
-    if cfg.model.conditional:
-        if args.label is not None and not 0 <= args.label < num_classes:
-            raise UserError(f"--label: {args.label} is outside 0..{num_classes - 1}")
-        labels = torch.full((args.num,), args.label) if args.label is not None else torch.arange(args.num) % num_classes
-    elif args.label is not None:
-        raise UserError(f"--label: {meta['checkpoint']} is not a conditional model")
-    z = torch.randn(args.num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(args.seed))
-    images = generate(G, z, labels)
+    num_classes = meta["num_classes"] if cfg.model.conditional else 0
+    if num_classes and args.label is not None and not 0 <= args.label < num_classes:
+        raise UserError(f"--label: {args.label} is outside 0..{num_classes - 1}")
+    for flag, given in (("--label", args.label is not None), ("--grid-classes", args.grid_classes)):
+        if given and not num_classes:
+            raise UserError(f"{flag}: {meta['checkpoint']} is not a conditional model")
+    default = sampling.GRID_CLASS_COLUMNS if args.grid_classes else sampling.WALKS if args.interpolate else 64
+    num = args.num or default
+    keyframes = sampling.draw_latents(num, cfg.model.latent_dim, args.seed, args.truncation, args.interpolate or 1)
     out = Path(args.out)
-    if out.suffix in (".png", ".npz"):
+    if out.suffix in (".png", ".npz", ".gif"):
         out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.interpolate:
+        walk = sampling.write_walk(G, keyframes, out.with_suffix(".gif"), num_classes, args.label, args.grid_classes,
+                                   args.frames or sampling.FRAMES_PER_SEGMENT)  # fmt: skip
+        print(f"wrote {out.with_suffix('.gif')} ({walk['frames']} frames of {walk['width']}x{walk['height']}, "
+              f"{args.interpolate} keyframes, from {meta['checkpoint']})")  # fmt: skip
+        return 0
+    z, labels, nrow = sampling.tiles(keyframes[0], num_classes, args.label, args.grid_classes)
+    images = generate(G, z, labels)
     pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    label_array = labels.numpy() if labels is not None else np.full(args.num, -1)
+    label_array = labels.numpy() if labels is not None else np.full(len(images), -1)
     np.savez_compressed(out.with_suffix(".npz"), images=pixels, labels=label_array)
-    save_grid(images, out.with_suffix(".png"), nrow=num_classes if labels is not None and args.label is None else None)
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.npz')} ({args.num} images from {meta['checkpoint']})")
+    save_grid(images, out.with_suffix(".png"), nrow=nrow)
+    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.npz')} ({len(images)} images from {meta['checkpoint']})")
     return 0
+
+
+def _check_sample_args(args) -> None:
+    """Bad numbers and contradictions, caught before the checkpoint is read."""
+    if args.num is not None and args.num < 1:
+        raise UserError(f"--num: must be at least 1, got {args.num}")
+    if not 0 < args.truncation <= 1:
+        raise UserError(f"--truncation: must be in (0, 1], got {args.truncation}")
+    if args.interpolate is not None and args.interpolate < 2:
+        raise UserError(f"--interpolate: needs at least 2 keyframes, got {args.interpolate}")
+    if args.frames is not None and (args.interpolate is None or args.frames < 1):
+        raise UserError(f"--frames: needs --interpolate and at least 1 frame, got {args.frames}")
+    if args.grid_classes and args.label is not None:
+        raise UserError("--grid-classes: draws every class; leave out --label")
 
 
 def cmd_export(args) -> int:
@@ -364,9 +395,13 @@ def cmd_fid(args) -> int:
         raise UserError(f"--num: must be at least 2, got {args.num}")
     result = fid_between(args.real, args.fake, args.features, args.num, args.inception_weights)
     print(f"FID {result['fid']:.3f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  MiFID {result['mifid']:.3f}")
+    print(f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  density {result['density']:.3f}  "
+          f"coverage {result['coverage']:.3f}  ({result['prdc_samples']} images per side, k=5)")
     print(f"  real: {result['real']}\n  fake: {result['fake']}")
     if args.json:
-        _print_json({k: result[k] for k in ("fid", "kid", "kid_std", "mifid", "num_real", "num_fake")})
+        keys = ("fid", "kid", "kid_std", "mifid", "precision", "recall", "density", "coverage", "prdc_samples",
+                "num_real", "num_fake")  # fmt: skip
+        _print_json({k: result[k] for k in keys})
     return 0
 
 

@@ -47,10 +47,11 @@ GIF_FRAME_MS, GIF_LAST_FRAME_MS = 600, 2000
 GRID_MIN_SIDE = 32  # smaller images are drawn upsampled, bilinearly as raygan upsamples the 8x8 digits
 
 
-def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2) -> np.ndarray:
+def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2,
+               min_side: int = GRID_MIN_SIDE) -> np.ndarray:  # fmt: skip
     """N x C x H x W floats in [-1, 1] -> one H' x W' x 3 uint8 grid, `nrow` images per row."""
-    if images.shape[-1] < GRID_MIN_SIDE:
-        images = resize(images.detach().float(), GRID_MIN_SIDE)
+    if images.shape[-1] < min_side:
+        images = resize(images.detach().float(), min_side)
     n, c, h, w = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)
@@ -476,6 +477,11 @@ def write_progress_gif(history: RunHistory, path: Path) -> Path:
     size = (width * scale, height * scale)  # training writes one size; a stray other one is resized to it
     frames = [_caption(grid.resize(size, Image.NEAREST), f"step {step}") for grid, step in zip(grids, steps)]
     durations = [GIF_FRAME_MS] * (len(frames) - 1) + [GIF_LAST_FRAME_MS]  # rest on the last frame
+    return save_gif(frames, path, durations)
+
+
+def save_gif(frames: list, path: Path, durations: list[int]) -> Path:
+    """PIL images as one looping GIF (Pillow's writer), each shown for its duration in milliseconds."""
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return path
 

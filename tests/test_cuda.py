@@ -31,6 +31,7 @@ def test_step_trains_and_evaluates_on_cuda(overrides, tmp_path):
     engine.recalibrate_sampler()
     scores = Evaluator(cfg, dataset.channels, dataset.num_classes, 0, 1, str(tmp_path / "cache"), "cuda")(engine)
     assert 0 < scores["fid"] < float("inf")
+    assert all(0 <= scores[k] <= 1 for k in ("precision", "recall", "coverage")) and scores["density"] >= 0
     write_checkpoint(tmp_path / "checkpoint", engine, cfg, {"step": engine.step})
     G, _, _ = load_generator(str(tmp_path / "checkpoint"))  # a GPU run's checkpoint samples on a laptop
     labels = torch.arange(4) if cfg.model.conditional else None

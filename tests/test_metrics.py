@@ -122,11 +122,13 @@ def test_fid_command_on_datasets_and_npz(tmp_path):
     assert result.returncode == 0, result.stderr
     floor = json.loads(result.stdout.strip().splitlines()[-1])
     assert 0 < floor["fid"] < 1.0 and floor["num_real"] == 1437 and floor["num_fake"] == 360
+    assert floor["prdc_samples"] == 360 and all(floor[k] > 0.85 for k in ("precision", "recall", "density", "coverage"))
     noise = (np.random.default_rng(0).random((300, 1, 32, 32)) * 255).astype(np.uint8)
     np.savez(tmp_path / "noise.npz", images=noise)
     result = raygan("fid", "--real", "digits:test", "--fake", str(tmp_path / "noise.npz"), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1])["fid"] > 50 * floor["fid"]
+    noisy = json.loads(result.stdout.strip().splitlines()[-1])
+    assert noisy["fid"] > 50 * floor["fid"] and noisy["precision"] == noisy["coverage"] == 0.0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`raygan fid`: FID/KID/MiFID between two image sources.
+"""`raygan fid`: FID/KID/MiFID and precision/recall/density/coverage between two image sources.
 
     fid_between("digits", "digits:test")                        # the metric's noise floor on digits
     fid_between("emoji", "emoji:test")                          # ... on emoji (their own feature network)
@@ -7,10 +7,13 @@
 A SPEC is a built-in dataset (`digits`, `digits:test`, `stacked-digits[:test]`, `emoji[:test]`), a folder
 of images, an .npz with `images`, or a checkpoint / run folder to sample from (fixed latents). Without
 `features` the feature network is the checkpoint's `eval.features`, `emoji` for emoji, else `digits`.
+Precision, recall, density and coverage use up to 2,000 images of each side, as many of each (picked
+evenly, so fixed).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +24,8 @@ from raygan.metrics.evaluator import fixed_latents
 from raygan.checkpoint import is_checkpoint_or_run
 from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
+from raygan.metrics.prdc import KEYS as PRDC_KEYS
+from raygan.metrics.prdc import NEAREST_K, PRDC_SAMPLES, evenly_spaced, prdc
 
 BUILTIN = ("digits", "stacked-digits", "emoji")
 DEFAULT_FAKE_SAMPLES = 2000
@@ -97,9 +102,14 @@ def fid_between(real: str, fake: str, features: Optional[str] = None, num: Optio
 
 def image_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, features: str = "digits",
                   inception_weights: Optional[str] = None) -> dict:  # fmt: skip
-    """FID/KID/MiFID between two sets of images in [-1, 1] with the same channels."""
+    """FID/KID/MiFID and precision/recall/density/coverage between two sets of images in [-1, 1] with
+    the same channels; the last four are NaN with 5 images or fewer on a side (no 5 neighbours to measure)."""
     extractor = load_extractor(features, real_images.shape[1], inception_weights)
+    real, fake = extract(extractor, real_images)[0], extract(extractor, fake_images)[0]
     metrics = FeatureMetrics(extractor.num_features)
-    metrics.add_real(extract(extractor, real_images)[0])
-    metrics.add_fake(extract(extractor, fake_images)[0])
-    return metrics.compute(len(real_images), len(fake_images))
+    metrics.add_real(real)
+    metrics.add_fake(fake)
+    out = metrics.compute(len(real_images), len(fake_images))
+    n = min(PRDC_SAMPLES, len(real), len(fake))  # equal counts, as in both papers
+    out.update(prdc(evenly_spaced(real, n), evenly_spaced(fake, n)) if n > NEAREST_K else dict.fromkeys(PRDC_KEYS, math.nan))
+    return {**out, "prdc_samples": n}
