@@ -233,8 +233,8 @@ def _preflight(cfg: Config) -> None:
     from raygan.metrics.features import load_extractor
 
     storage.check_writable(storage_root(cfg))
-    check_source(cfg.data)
-    load_extractor(cfg.eval.features, 1, cfg.eval.inception_weights)
+    channels = check_source(cfg.data)
+    load_extractor(cfg.eval.features, channels, cfg.eval.inception_weights)  # a TorchScript file is run once
 
 
 def _uri(checkpoint) -> str:

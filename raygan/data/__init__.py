@@ -228,16 +228,21 @@ def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageD
     raise UserError(f"data.name: unknown dataset {cfg.name!r}")
 
 
-def check_source(cfg: DataConfig) -> None:
-    """Fail fast, before Ray starts, on a missing or empty data source (UserError naming data.path)."""
+BUILTIN_CHANNELS = {"digits": 1, "stacked-digits": 3, "emoji": 3}
+
+
+def check_source(cfg: DataConfig) -> int:
+    """Fail fast, before Ray starts, on a missing or empty data source (UserError naming data.path);
+    returns the channels its images have."""
     if cfg.name == "npz":
-        npz_images(cfg.path, 8)
+        return npz_images(cfg.path, 8).channels
     elif cfg.name == "folder" and "://" not in cfg.path:
         from raygan.data.stream import list_images
 
         _, files, _ = list_images(cfg.path)
         if not any(_decode(Path(f).read_bytes(), cfg.channels, cfg.background) is not None for f in files):
             raise UserError(f"data.path: {cfg.path}: no readable images ({len(files)} image files)")
+    return BUILTIN_CHANNELS.get(cfg.name, cfg.channels)
 
 
 def dataset_from_spec(spec: str, image_size: int) -> ImageDataset:

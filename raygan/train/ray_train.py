@@ -78,6 +78,8 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
         dataset = load_dataset(cfg.data, seed=cfg.seed)
         channels, num_classes = dataset.channels, dataset.num_classes
         batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed, rank, world_size)
+        if rank == 0 and dataset.skipped:
+            _write_line(f"skipped {dataset.skipped} undecodable files in {cfg.data.path}")
     engine = GANEngine(cfg, channels, num_classes, device, _prepare, rank, world_size)
 
     if bench_steps is not None:
