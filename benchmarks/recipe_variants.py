@@ -3,7 +3,8 @@
 EMA generator (BatchNorm statistics recomputed, as raygan does before it evaluates) is judged by its
 recipe's check: stacked digits by the modes and KL of 10,000 samples (benchmarks/stacked_modes.py),
 digits by FID to digits:test on as many samples as the training split against the noise floor
-(benchmarks/digits_fid.py). A variant trains until `--steps` or until `--minutes` have passed.
+(benchmarks/digits_fid.py), emoji by FID to emoji:test against the half-resolution blur baseline and
+the category KL (benchmarks/emoji_quality.py). A variant trains until `--steps` or until `--minutes` have passed.
 
     python benchmarks/recipe_variants.py tune_configs/stacked_modes.yaml --device cuda --minutes 8 \\
         --variant recipe --variant pack4 model.pack=4 --variant hinge loss.name=hinge [--out rows.jsonl] [--save DIR]
@@ -61,7 +62,37 @@ def stacked_check():
     return check
 
 
-CHECKS = {"digits": digits_check, "stacked-digits": stacked_check}
+def emoji_check():
+    """engine -> FID to emoji:test of as many samples as the training split, its ratio to the half-resolution
+    blur baseline (benchmarks/emoji_quality.py; below 1 beats it), and the category KL of those samples."""
+    import torch
+
+    from raygan.data import emoji
+    from raygan.metrics.baselines import blur
+    from raygan.metrics.compare import image_metrics
+    from raygan.metrics.evaluator import fixed_latents
+    from raygan.metrics.features import load_extractor
+    from raygan.metrics.fid import extract, kl_divergence
+
+    state = {}
+
+    def check(engine) -> dict:
+        size = engine.cfg.data.image_size
+        if not state:
+            train, test = emoji("train", size), emoji("test", size)
+            state.update(test=test.images, n=len(train), real_mix=torch.bincount(train.labels, minlength=9) / len(train),
+                         baseline=image_metrics(test.images, blur(train.images, size // 2), "emoji")["fid"])  # fmt: skip
+        z, labels = fixed_latents(engine.cfg, engine.num_classes, state["n"])
+        images = engine.generate(z, labels)
+        fid = image_metrics(state["test"], images, "emoji")["fid"]
+        classes = extract(load_extractor("emoji", 3), images)[1]
+        kl = kl_divergence(torch.bincount(classes, minlength=9), state["real_mix"].double())
+        return {"fid": round(fid, 3), "ratio": round(fid / state["baseline"], 3), "kl": round(kl, 4)}
+
+    return check
+
+
+CHECKS = {"digits": digits_check, "stacked-digits": stacked_check, "emoji": emoji_check}
 
 
 def train_variant(name: str, config: str, overrides: list[str], args: argparse.Namespace, results) -> None:

@@ -180,3 +180,30 @@ def test_digit_mix_reads_each_channel_of_the_mode_histogram():
     assert stats["digit_mix_kl"][0] == pytest.approx(np.log(10))
     assert stats["digit_mix_kl"][2] == pytest.approx(np.log(10) + 0.75 * np.log(0.75) + 0.25 * np.log(0.25))
     assert digit_mix(torch.arange(10)).tolist() == [[x / 45 for x in range(10)]]  # one channel
+
+
+def test_emoji_check_scores_a_tiny_checkpoint(tmp_path):
+    """The emoji recipe through recipe_variants' check and benchmarks/emoji_quality.py: a 2-step G is far
+    from the blur baseline, and without a run's records its health cannot count as met."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "rows.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"), str(root / "tune_configs" / "emoji.yaml"),
+         "--steps", "2", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
+         "--variant", "tiny", "model.g_width=8", "model.d_width=8", "data.image_size=16", "model.g_layers=3",
+         "model.d_layers=3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["step"] == 2 and row["ratio"] > 1 and row["kl"] > 0
+    check = subprocess.run([sys.executable, str(root / "benchmarks" / "emoji_quality.py"),
+                            str(tmp_path / "runs" / "tiny" / "checkpoint_0000002")],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
+    assert "blur baseline ( 8px)" in check.stdout and "no evaluation records" in check.stdout
