@@ -21,7 +21,7 @@ from torch import nn
 
 from raygan import losses
 from raygan.augment import augment
-from raygan.collectives import all_reduce_mean
+from raygan.collectives import all_reduce_mean, all_reduce_sum
 from raygan.config import Config, OptimizerConfig
 from raygan.models import build_discriminator, build_generator
 
@@ -120,7 +120,7 @@ class GANEngine:
         self.d_skipped = 0
         self.g_skipped = 0
         self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}  # per metric: g_grad_norm only counts the G updates that ran
 
     def _prepare(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
@@ -303,21 +303,20 @@ class GANEngine:
     def _track(self, name: str, value: torch.Tensor) -> None:
         value = value.detach().float()
         self._sums[name] = self._sums[name] + value if name in self._sums else value
-        if name == "g_loss":
-            self._count += 1
+        self._counts[name] = self._counts.get(name, 0) + 1
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means over ranks and steps since the last call (one sync here, none per step), plus skip counts."""
-        count = max(self._count, 1)
-        n_adv_updates = count * self.cfg.train.n_critic
+        """Each metric's mean over ranks and over the times it was tracked since the last call (one sync
+        here, none per step), plus skip counts."""
         names = sorted(self._sums)
-        divisors = [count if name.startswith("g_") else n_adv_updates for name in names]
         sums = torch.stack([self._sums[name] for name in names]) if names else torch.zeros(0)
-        means = (all_reduce_mean(sums) / torch.tensor(divisors, device=sums.device)).tolist()  # same on every rank
+        counts = torch.tensor([float(self._counts[name]) for name in names], device=sums.device)
+        totals = all_reduce_sum(torch.cat([sums, counts]))  # sums and counts in one all_reduce
+        means = (totals[: len(names)] / totals[len(names) :]).tolist()  # same on every rank
         out = dict(zip(names, means))
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
         out.update({f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()})  # PBT may change them
-        self._sums, self._count = {}, 0
+        self._sums, self._counts = {}, {}
         return out
 
     def _optimizers(self):
