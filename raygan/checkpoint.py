@@ -4,7 +4,8 @@
         state.pt        G, D / critic, G_ema, optimizers, grad scalers, step, skip counters
         generator.pt    the sampling generator's weights only (G_ema when EMA is on)
         config.json     the resolved config the run was started with
-        meta.json       step and the metrics reported with this checkpoint
+        meta.json       step and the metrics reported with this checkpoint; fid null when it was
+                        taken without an evaluation (unscored: never the best)
         grid.png        the fixed-latent sample grid (checkpoints taken at an evaluation)
         manifest.json   every other file's size; uploaded last, so a checkpoint is complete only when
                         it is there and every size matches (an upload cut short never loads as valid)
@@ -45,7 +46,7 @@ def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], ex
     torch.save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
     torch.save(engine.sampler.state_dict(), folder / GENERATOR)
     (folder / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
-    shape = {"step": engine.step, "channels": engine.channels, "num_classes": engine.num_classes}
+    shape = {"step": engine.step, "channels": engine.channels, "num_classes": engine.num_classes, "fid": None}
     (folder / META).write_text(json.dumps({**shape, **meta}, indent=2, default=float))
     if grid_png is not None:
         (folder / GRID).write_bytes(grid_png)
@@ -112,7 +113,7 @@ def list_checkpoints(run: Union[str, Path], complete_only: bool = True) -> list[
 
 
 def best_checkpoint(run: Union[str, Path]) -> Optional[str]:
-    """The complete checkpoint with the lowest FID; the latest where none has an FID yet."""
+    """The complete checkpoint with the lowest FID; the latest where none is scored (has an FID) yet."""
     checkpoints = list_checkpoints(run)
     if not checkpoints:
         return None

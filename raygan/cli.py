@@ -244,7 +244,9 @@ def _uri(checkpoint) -> str:
 
 
 def _best_checkpoint(result) -> Optional[str]:
-    scored = [(m.get("fid"), _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid") is not None]
+    from raygan.train.ray_train import UNSCORED_FID
+
+    scored = [(m["fid"], _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid", UNSCORED_FID) < UNSCORED_FID]
     if scored:
         return min(scored)[1]
     return _uri(result.checkpoint) if result.checkpoint else None
@@ -329,7 +331,8 @@ def cmd_checkpoints(args) -> int:
     if not rows:
         raise UserError(f"{args.uri}: no runs with checkpoints there")
     columns = ["run", "checkpoint", "step", "fid", "best", "size_mb", "complete"]
-    shown = [{**row, "best": "*" if row["best"] else "", "complete": "yes" if row["complete"] else "NO"} for row in rows]
+    shown = [{**row, "fid": "unscored" if row["fid"] is None else row["fid"], "best": "*" if row["best"] else "",
+              "complete": "yes" if row["complete"] else "NO"} for row in rows]  # fmt: skip
     table = [columns] + [[_cell(row[c]) for c in columns] for row in shown]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for line in table:

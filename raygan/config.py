@@ -519,12 +519,12 @@ def validate(cfg: Config) -> None:
     _check_range("scaling.num_workers", s.num_workers, 1)
     _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
     _check_range("scaling.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
-    if (t.batch_size // s.num_workers) % m.pack:
-        raise ConfigError("model.pack", f"each worker's batch ({t.batch_size // s.num_workers}) must be a multiple of it")
-    if t.batch_size % s.num_workers:
+    if t.batch_size % s.num_workers:  # first: a worker's batch is only defined once the split is even
         raise ConfigError(
             "train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers"
         )
+    if (t.batch_size // s.num_workers) % m.pack:
+        raise ConfigError("model.pack", f"each worker's batch ({t.batch_size // s.num_workers}) must be a multiple of it")
     if s.sync_batchnorm and not s.use_gpu:
         raise ConfigError("scaling.sync_batchnorm", "PyTorch's SyncBatchNorm runs on GPUs only")
     for name, amount in s.resources_per_worker.items():

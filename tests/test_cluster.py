@@ -1,8 +1,9 @@
 """The cluster configs in cluster/, checked offline with the tools that will read them.
 
 - cluster/aws.yaml goes through Ray's own `prepare_config` + `validate_config` (what `ray up` runs).
-- The KubeRay manifests go through the `v1` openAPIV3Schema of KubeRay's CRDs (../shared/schemas/kuberay),
-  read the way the API server reads it, then through Ray's own RayCluster -> autoscaler translation.
+- The KubeRay manifests go through the `v1` openAPIV3Schema of KubeRay's CRDs (kept in tests/data/kuberay
+  as gzip-compressed JSON; regenerate.py there rebuilds them from KubeRay's CRD YAMLs), read the way the
+  API server reads it, then through Ray's own RayCluster -> autoscaler translation.
 - Sweeps are placed by Ray's autoscaler (v2, the default for `ray up` and set in the manifests) on the
   node types of each config, so "fits the cluster" means what the autoscaler would actually launch.
 
@@ -10,6 +11,8 @@ No Ray instance is started.
 """
 
 import copy
+import gzip
+import json
 import re
 import shlex
 from collections import Counter
@@ -21,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
-CRDS = ROOT.parent / "shared" / "schemas" / "kuberay"
+CRD_SCHEMAS = ROOT / "tests" / "data" / "kuberay"
 AWS = CLUSTER / "aws.yaml"
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
@@ -119,20 +122,37 @@ CRDValidator = jsonschema.validators.extend(
 )
 
 
-def crd_validator(crd_file: str) -> jsonschema.protocols.Validator:
-    crd = load(CRDS / crd_file)
-    (v1,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
-    return CRDValidator(_as_the_api_server_reads_it(v1["schema"]["openAPIV3Schema"]))
+def crd_validator(schema_file: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(gzip.decompress((CRD_SCHEMAS / schema_file).read_bytes()))
+    return CRDValidator(_as_the_api_server_reads_it(schema))
 
 
 @pytest.fixture(scope="module")
 def raycluster_schema():
-    return crd_validator("ray.io_rayclusters.yaml")
+    return crd_validator("ray.io_rayclusters.v1.json.gz")
 
 
 @pytest.fixture(scope="module")
 def rayjob_schema():
-    return crd_validator("ray.io_rayjobs.yaml")
+    return crd_validator("ray.io_rayjobs.v1.json.gz")
+
+
+def test_regenerate_keeps_the_v1_schema_exactly(tmp_path):
+    """The vendored files come from regenerate.py: it must keep v1's schema whole and drop the rest."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regenerate", CRD_SCHEMAS / "regenerate.py")
+    regenerate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regenerate)
+    v1 = {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-int-or-string": True}}}
+    crd = {"spec": {"versions": [{"name": "v1alpha1", "schema": {"openAPIV3Schema": {"type": "string"}}},
+                                 {"name": "v1", "schema": {"openAPIV3Schema": v1}}]}}
+    crd_yaml = tmp_path / "ray.io_things.yaml"
+    crd_yaml.write_text(yaml.safe_dump(crd))
+    regenerate.main([str(crd_yaml), "--out", str(tmp_path)])
+    written = (tmp_path / "ray.io_things.v1.json.gz").read_bytes()
+    assert json.loads(gzip.decompress(written)) == v1
+    assert regenerate.compact_schema(crd_yaml) == written  # same input, same bytes: diffs stay honest
 
 
 def schema_errors(validator, manifest: dict) -> list[str]:

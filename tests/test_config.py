@@ -64,6 +64,7 @@ def test_overrides_are_typed():
         (["data.image_size=32", "model.g_layers=6"], "model.g_layers"),
         (["data.image_size=64", "model.d_layers=7"], "model.d_layers"),
         (["scaling.num_workers=3"], "train.batch_size"),
+        (["scaling.num_workers=3", "model.pack=2"], "train.batch_size"),  # 64 / 3 is uneven before it is unpackable
         (["loss.name=wgan-gp"], "model.d_norm"),
         (["loss.name=hinge", "loss.label_smoothing=0.1"], "loss.label_smoothing"),
         (["data.name=folder"], "data.path"),

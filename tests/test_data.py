@@ -62,6 +62,28 @@ def test_npz_uint8_nhwc(tmp_path):
         load_dataset(DataConfig(name="npz", path=str(path)))
 
 
+def test_npz_in_s3_loads_as_the_same_file_does_locally(s3, tmp_path):
+    """data.path may be an s3:// object (moto's server, signatures checked): the same dataset as the local copy."""
+    import io
+
+    from raygan.data import check_source
+
+    buffer = io.BytesIO()
+    g = np.random.default_rng(0)
+    np.savez(buffer, images=g.integers(0, 256, (6, 1, 8, 8), dtype=np.uint8), labels=np.arange(6) % 3)
+    (tmp_path / "d.npz").write_bytes(buffer.getvalue())
+    s3.client().put_object(Bucket=s3.bucket("raygan-data"), Key="sets/d.npz", Body=buffer.getvalue())
+    local = load_dataset(DataConfig(name="npz", path=str(tmp_path / "d.npz"), image_size=16))
+    remote = DataConfig(name="npz", path="s3://raygan-data/sets/d.npz", image_size=16)
+    check_source(remote)  # the driver's check before Ray starts
+    loaded = load_dataset(remote)
+    assert torch.equal(loaded.images, local.images) and torch.equal(loaded.labels, local.labels)
+    assert loaded.num_classes == local.num_classes == 3
+    for path in ("s3://raygan-data/sets/nope.npz", "s3://raygan-nobucket/d.npz"):
+        with pytest.raises(UserError, match=f"^data.path: {path}: no such file"):
+            load_dataset(DataConfig(name="npz", path=path))
+
+
 def test_ranks_read_slices_of_the_global_batch():
     whole = BatchIndices(100, 8, seed=3)
     halves = [BatchIndices(100, 8, seed=3, rank=r, world_size=2) for r in range(2)]

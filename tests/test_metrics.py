@@ -60,6 +60,33 @@ def test_kid_is_about_zero_for_identical_sets(digits_features):
     assert abs(result["kid"]) < 1e-3
 
 
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """KID's statistic over all samples: unbiased MMD^2 with the kernel (x.y / d + 1)^3."""
+    kernel = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # noqa: E731
+    m = x.shape[0]
+    k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
+    off = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))  # noqa: E731
+    return float(off(k_xx) + off(k_yy) - 2 * k_xy.mean())
+
+
+def test_kid_uses_the_subset_size_it_was_given():
+    """Subsets as large as the sets are all the same set: no spread, the MMD over all samples. Smaller
+    subsets, as asked for, spread; larger than the sets, they are capped at the sets."""
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(200, 8, generator=g).double(), torch.randn(200, 8, generator=g).double() + 0.3
+
+    def kid(subset_size):
+        metrics = FeatureMetrics(8, kid_subset_size=subset_size, kid_subsets=5)
+        metrics.add_real(real)
+        metrics.add_fake(fake)
+        return metrics.compute(len(real), len(fake))
+
+    whole, part, capped = kid(200), kid(50), kid(5000)
+    assert whole["kid"] == pytest.approx(mmd2_unbiased(real, fake), rel=1e-9) and whole["kid_std"] < 1e-12
+    assert part["kid_std"] > 1e-6 and part["kid"] != pytest.approx(whole["kid"], rel=1e-6)
+    assert capped == whole
+
+
 def blur(images, strength):
     kernel = torch.ones(1, 1, strength * 2 + 1, strength * 2 + 1) / (strength * 2 + 1) ** 2
     return F.conv2d(images, kernel, padding=strength)

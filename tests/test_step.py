@@ -127,6 +127,32 @@ def test_g_threshold_freezes_the_generator():
     assert engine.pop_metrics()["g_skipped"] == 3
 
 
+def test_metrics_over_an_interval_are_means_over_the_updates_that_ran():
+    """One report over four steps equals the mean of four per-step reports, each metric over the steps
+    that produced it: g_grad_norm exists only for the G updates that ran (here steps 0 and 2)."""
+    cfg = tiny("train.n_critic=2", "train.augment=[translation]", "loss.name=wgan-gp", "model.d_norm=layer")
+    frozen = tiny("train.n_critic=2", "train.augment=[translation]", "loss.name=wgan-gp", "model.d_norm=layer",
+                  "train.g_loss_threshold=1000.0")  # fmt: skip
+
+    def run(report_every):
+        engine, dataset = make(cfg)
+        reports = []
+        for step in range(4):
+            engine.cfg = frozen if step % 2 else cfg  # G updates on the even steps only
+            run_steps(engine, dataset, cfg, 1)
+            if (step + 1) % report_every == 0:
+                reports.append(engine.pop_metrics())
+        return engine, reports
+
+    engine, (pooled,) = run(report_every=4)
+    _, per_step = run(report_every=1)
+    assert engine.g_skipped == 2
+    assert [("g_grad_norm" in r) for r in per_step] == [True, False, True, False]
+    for name in ("g_loss", "g_grad_norm", "D_loss", "D_gp", "D_accuracy"):
+        values = [r[name] for r in per_step if name in r]
+        assert pooled[name] == pytest.approx(sum(values) / len(values), rel=1e-5), name
+
+
 RESUMABLE = [
     [],
     ["loss.name=combined", "train.ema=0.9", "model.conditional=true"],
@@ -239,6 +265,8 @@ def test_recalibrate_gives_the_ema_generator_batchnorm_statistics_of_its_own():
 
 
 def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
+    import os
+
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
@@ -248,19 +276,28 @@ def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
         bn.running_mean.fill_(float(rank))  # ranks disagree, as after steps on different half batches
         bn.running_var.fill_(1.0 + 2 * rank)
     engine.average_buffers()
+    for _ in range(2):
+        engine._track("probe", torch.tensor(float(rank)))  # a metric the ranks disagree on
+    probe = engine.pop_metrics()["probe"]
     if rank == 0:
-        torch.save({"mean": torch.stack([bn.running_mean for bn in norms]), "var": torch.stack([bn.running_var for bn in norms])}, out_file)
+        torch.save({"mean": torch.stack([bn.running_mean for bn in norms]), "var": torch.stack([bn.running_var for bn in norms]),
+                    "probe": probe}, out_file)  # fmt: skip
     dist.destroy_process_group()
+    # Gloo's worker threads outlive destroy_process_group once torch._dynamo is imported (an optimizer does it);
+    # one that frees an all_reduce's tensors while Python finalizes aborts this process, so skip finalization.
+    os._exit(0)
 
 
 def test_average_buffers_makes_the_ranks_agree(tmp_path):
-    """DDP does not broadcast BatchNorm statistics every step; before evaluations they are averaged, in G and its EMA."""
+    """DDP does not broadcast BatchNorm statistics every step; before evaluations they are averaged, in G and its EMA.
+    Reported metrics are means over ranks too."""
     import torch.multiprocessing as mp
 
     out = tmp_path / "rank0.pt"
     mp.spawn(_average_buffers_on_rank, args=(str(tmp_path / "store"), str(out)), nprocs=2)
     averaged = torch.load(out)
     assert torch.all(averaged["mean"] == 0.5) and torch.all(averaged["var"] == 2.0)
+    assert averaged["probe"] == 0.5  # (0 + 0 + 1 + 1) / 4 tracked values
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raygan import storage
 from raygan.config import DataConfig, background_rgb
 from raygan.errors import UserError
 
@@ -188,13 +189,26 @@ def image_folder(path: str, image_size: int, channels: int, background: str = "w
                                     background=background))  # fmt: skip
 
 
-def npz_images(path: str, image_size: int) -> TensorImages:
-    """An .npz with `images` (N x C x H x W or N x H x W x C, uint8 or floats in [-1, 1]) and optional `labels`."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"data.path: {path}: no such file")
+def _read_data_file(path: str) -> bytes:
+    """A local file or an object (s3://, gs://) through raygan.storage; UserError naming data.path."""
     try:
-        with np.load(file, allow_pickle=False) as npz:
+        storage.check_uri(path)
+        data = storage.read_bytes(storage.expand(path))
+    except UserError as e:
+        raise UserError(f"data.path: {e}") from None
+    except (OSError, ValueError) as e:  # pyarrow: unreachable endpoint, refused credentials, missing bucket
+        raise UserError(f"data.path: {path}: cannot read ({str(e).strip().splitlines()[0]})") from None
+    if data is None:
+        raise UserError(f"data.path: {path}: no such file")
+    return data
+
+
+def npz_images(path: str, image_size: int) -> TensorImages:
+    """An .npz (local or s3://) with `images` (N x C x H x W or N x H x W x C, uint8 or floats in [-1, 1])
+    and optional `labels`."""
+    data = _read_data_file(path)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             if "images" not in npz:
                 raise UserError(f"data.path: {path}: has no 'images' array (found: {', '.join(npz.files)})")
             images = npz["images"]

@@ -49,6 +49,7 @@ class Passthrough(nn.Module):
 class FeatureMetrics:
     def __init__(self, num_features: int, device="cpu", kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS):
         warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")  # known, small
+        self.kid_subset_size = kid_subset_size  # compute() caps it at the sample counts, per call
         self.fid = FrechetInceptionDistance(feature=Passthrough(num_features), reset_real_features=False)
         self.kid = KernelInceptionDistance(
             feature=Passthrough(num_features), subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
@@ -74,7 +75,7 @@ class FeatureMetrics:
 
     def compute(self, num_real: int, num_fake: int) -> dict[str, float]:
         """Every rank must call this (the states are summed across ranks); KID subsets are seeded."""
-        self.kid.subset_size = max(2, min(KID_SUBSET_SIZE, num_real, num_fake))
+        self.kid.subset_size = max(2, min(self.kid_subset_size, num_real, num_fake))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             kid_mean, kid_std = self.kid.compute()

@@ -15,7 +15,6 @@ from raygan.config import Config
 from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
 
-UNSCORED_FID = 1e9  # ranks checkpoints taken before any evaluation last (JSON, where Ray keeps scores, has no inf)
 ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
 
 
@@ -42,7 +41,7 @@ def train_loop(
     engine: GANEngine,  # built, restored from a checkpoint if resuming
     batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
     cfg: Config,
-    report: ReportFn,  # called at report/eval/checkpoint steps with the metrics since the last call
+    report: ReportFn,  # at report/eval/checkpoint steps, the metrics since the last call; "fid" only with an evaluation
     evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> fid, kid, modes ...; all ranks call it
     monitor: Optional[HealthMonitor] = None,  # judges each evaluation; may stop the run
     progress: Optional[Callable[[str], None]] = None,  # rank 0's progress lines
@@ -57,8 +56,6 @@ def train_loop(
     first_step_at = None  # wall clock, for "Ray start to first step"
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
-    evaluated = [r["fid"] for r in monitor.history if "fid" in r] if monitor is not None else []
-    last_fid = evaluated[-1] if evaluated else UNSCORED_FID  # a resumed run remembers its last FID
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic
@@ -88,14 +85,11 @@ def train_loop(
             eval_start = time.perf_counter()
             metrics.update(evaluate(engine))
             spent["eval"] += time.perf_counter() - eval_start
-            last_fid = metrics["fid"]
             if monitor is not None:
                 metrics.update(monitor.observe(step, metrics))
                 metrics["health"] = monitor.summary(metrics)
                 stopping = monitor.stop_reason is not None
                 checkpointing = checkpoints and (checkpointing or bool(metrics["new_best"]) or stopping)
-        if checkpointing:
-            metrics.setdefault("fid", last_fid)  # checkpoints are ranked by FID
         if progress is not None:
             rate = (time.perf_counter() - run_start) / max(len(step_times), 1)
             progress(format_progress(step, last, metrics, rate * (last - step)))

@@ -44,6 +44,7 @@ BENCH_WARMUP_S = 5.0
 BENCH_LOOP = {"report": lambda metrics, checkpoint: None, "checkpoints": False}
 STORAGE_PATIENCE_S = 900  # a checkpoint waits this long for unreachable storage before the run fails
 STORAGE_RETRY_S = 5
+UNSCORED_FID = 1e9  # Ray's score for a checkpoint taken between evaluations: last (Ray keeps scores in JSON, no inf)
 
 
 # BatchNorm buffers stay per rank during steps (no broadcast before every forward: four fewer
@@ -53,6 +54,14 @@ DDP_OPTIONS: dict[str, Any] = {"broadcast_buffers": False}
 
 def _prepare(module: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(module, move_to_device=False, parallel_strategy_kwargs=DDP_OPTIONS)
+
+
+def ray_metrics(metrics: dict, with_checkpoint: bool) -> dict:
+    """What Ray gets: it ranks checkpoints by "fid", so one without an evaluation gets UNSCORED_FID there
+    (and only there: its meta.json says fid null, and metrics.jsonl has no FID for that step)."""
+    if with_checkpoint and "fid" not in metrics:
+        return {**metrics, "fid": UNSCORED_FID}
+    return metrics
 
 
 def _quiet_report_log() -> None:
@@ -115,13 +124,13 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
                 grid_png = png_bytes(grid) if grid is not None else None
                 write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()}, grid_png)
                 ray.train.report(
-                    metrics,
+                    ray_metrics(metrics, with_checkpoint),
                     checkpoint=ray.train.Checkpoint.from_directory(folder),
                     checkpoint_dir_name=checkpoint_name(engine.step),
                     checkpoint_upload_fn=upload_checkpoint,
                 )
         else:
-            ray.train.report(metrics)
+            ray.train.report(ray_metrics(metrics, with_checkpoint))  # the same metrics as rank 0's
 
     progress = _write_line if rank == 0 else None
     summary = train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)

@@ -23,7 +23,7 @@ from torch import nn
 
 from raygan import losses
 from raygan.augment import augment
-from raygan.collectives import all_reduce_mean
+from raygan.collectives import all_reduce_mean, all_reduce_sum
 from raygan.config import Config, OptimizerConfig
 from raygan.models import build_discriminator, build_generator
 
@@ -124,7 +124,7 @@ class GANEngine:
         self.augment_p = cfg.train.augment_p  # adapted when train.ada_target is set
         self._real_sign = torch.zeros(2, device=self.device)  # ADA: sum of sign D(real), count, since the last adjustment
         self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}  # per metric: g_grad_norm only counts the G updates that ran
 
     def _prepare(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
@@ -202,7 +202,7 @@ class GANEngine:
         """StyleGAN2-ADA: raise p while D is sure of the real images (E[sign D(real)] above the target),
         lower it otherwise, by at most the step that takes p from 0 to 1 in `ada_kimg` thousand images."""
         t = self.cfg.train
-        sign_sum, count = all_reduce_mean(self._real_sign).tolist()  # means over ranks of sums: the ratio holds
+        sign_sum, count = all_reduce_sum(self._real_sign).tolist()
         self._real_sign.zero_()
         if count == 0:
             return
@@ -345,23 +345,22 @@ class GANEngine:
     def _track(self, name: str, value: torch.Tensor) -> None:
         value = value.detach().float()
         self._sums[name] = self._sums[name] + value if name in self._sums else value
-        if name == "g_loss":
-            self._count += 1
+        self._counts[name] = self._counts.get(name, 0) + 1
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means over ranks and steps since the last call (one sync here, none per step), plus skip counts."""
-        count = max(self._count, 1)
-        n_adv_updates = count * self.cfg.train.n_critic
+        """Each metric's mean over ranks and over the times it was tracked since the last call (one sync
+        here, none per step), plus skip counts."""
         names = sorted(self._sums)
-        divisors = [count if name.startswith("g_") else n_adv_updates for name in names]
         sums = torch.stack([self._sums[name] for name in names]) if names else torch.zeros(0)
-        means = (all_reduce_mean(sums) / torch.tensor(divisors, device=sums.device)).tolist()  # same on every rank
+        counts = torch.tensor([float(self._counts[name]) for name in names], device=sums.device)
+        totals = all_reduce_sum(torch.cat([sums, counts]))  # sums and counts in one all_reduce
+        means = (totals[: len(names)] / totals[len(names) :]).tolist()  # same on every rank
         out = dict(zip(names, means))
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
         if self.cfg.train.augment:
             out["augment_p"] = self.augment_p
         out.update({f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()})  # PBT may change them
-        self._sums, self._count = {}, 0
+        self._sums, self._counts = {}, {}
         return out
 
     def _optimizers(self):
