@@ -340,3 +340,25 @@ def test_bohb_proposals_are_put_on_quniform_steps():
 
     assert on_steps(SEARCHABLE, {"loss.label_smoothing": 0.1234, "train.ema": 0.1234}) == {
         "loss.label_smoothing": 0.1, "train.ema": 0.1234}
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_retries(ray_session, tmp_path, capsys):
+    """The runs' folder is taken by a file: nothing validation can see, and every trial fails on it at run time."""
+    import yaml
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "tune": {
+        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "max_failures": 1,
+        "search_space": {"optim.d.lr": {"choice": [2.0e-4, 5.0e-4]}},
+    }}))  # fmt: skip
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "runs").write_text("a file where the runs' folder goes")
+    code = main(["tune", str(config), "--storage", str(tmp_path), "--name", "sweep"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: every trial failed; the first: "), err[-5:]
+    assert "runs" in err[-1] and "Error" in err[-1], err[-1]  # what failed, not only which process
+    errors = sorted((tmp_path / "sweep").glob("trial_*/error.txt"))
+    assert len(errors) == 2 and all("Failure # 2" in e.read_text() for e in errors)  # tried twice each
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert all(row["stop_reason"].startswith("error: ") for row in summary)
