@@ -362,3 +362,58 @@ def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_
     assert len(errors) == 2 and all("Failure # 2" in e.read_text() for e in errors)  # tried twice each
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert all(row["stop_reason"].startswith("error: ") for row in summary)
+
+
+def _searcher_study(experiment: Path):
+    """The optuna study in the newest searcher state Tune saved with the experiment (None before the first)."""
+    import pickle
+
+    states = sorted(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return None
+    try:
+        return pickle.loads(states[-1].read_bytes())["_ot_study"]
+    except (EOFError, pickle.UnpicklingError):  # caught mid-write
+        return None
+
+
+@pytest.mark.slow
+def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
+    """The driver is killed once the first trial is done and told to optuna; --resume restores the study."""
+    import os
+    import signal
+    import time
+
+    import yaml
+    from optuna.trial import TrialState
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 40}, "tune": {
+        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "search_alg": {"name": "optuna"},
+        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
+    }}))  # fmt: skip
+    command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
+    experiment = tmp_path / "sweep"
+
+    def told() -> list:
+        study = _searcher_study(experiment)
+        return [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
+
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and not told():  # the first trial's FID has reached the saved searcher
+            time.sleep(1)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    first = told()
+    assert len(first) == 1, (tmp_path / "first.log").read_text()[-3000:]
+
+    with open(tmp_path / "resumed.log", "w") as log:
+        resumed = subprocess.run(command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
+                                 timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["trials"] == 2
+    study = _searcher_study(experiment)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second told to the same study
+    assert study.trials[0].params == first[0].params and study.trials[0].value == first[0].value
