@@ -348,7 +348,7 @@ def error_line(error: BaseException) -> str:
 
 def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, Any]]:
     rows = []
-    for result in result_grid:
+    for order, result in enumerate(result_grid):  # Tune's order: the order the trials were created
         metrics = result.metrics or {}
         health = metrics.get("health") or {}
         step = metrics.get("step")
@@ -362,6 +362,7 @@ def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, A
             reason = "completed"
         rows.append({
             "trial": _trial_id(result),
+            "order": order,
             **{key: result.config.get(key) for key in searched},
             "best_fid": metrics.get("best_fid"),
             "best_step": metrics.get("best_step"),
@@ -397,6 +398,10 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) ->
     writer.writeheader()
     writer.writerows(rows)
     storage.write_bytes(storage.join(experiment_uri, "summary.csv"), text.getvalue().encode())
+    from raygan.report import importance, search_progress
+
+    search = {"importance": importance(rows, searched), "best_so_far": search_progress(rows)}  # summary.json stays a list of rows
+    storage.write_bytes(storage.join(experiment_uri, "search.json"), json.dumps(search, indent=2).encode())
 
 
 def restore_args(experiment_uri: str) -> dict[str, Any]:
