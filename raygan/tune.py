@@ -243,12 +243,23 @@ def _forward_to_tune():
             uri = uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
             if uri is not None and result.get("new_best"):
                 self.best_checkpoint = uri
+            if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
+                self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
             if "kid" not in result:  # Tune sees evaluations only: each carries the objective
                 return
             result["best_checkpoint"] = self.best_checkpoint
             self.queue.put((result, uri))
 
     return ForwardEvaluations()
+
+
+def _earlier_best(checkpoint: str, best_step: int) -> Optional[str]:
+    """The checkpoint of `best_step` in the run that holds `checkpoint`, if it is there and complete
+    (a paused or retried trial resumes its run after its best; a PBT exploit's best is in the donor's)."""
+    from raygan.checkpoint import checkpoint_name, is_complete
+
+    candidate = f"{_run_of(checkpoint)}/{checkpoint_name(best_step)}"
+    return candidate if is_complete(candidate) else None
 
 
 def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
@@ -346,10 +357,11 @@ def error_line(error: BaseException) -> str:
     return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"[:200]
 
 
-def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, Any]]:
+def trial_rows(result_grid, searched: list[str], steps: int, space: Optional[dict] = None) -> list[dict[str, Any]]:
     rows = []
     for order, result in enumerate(result_grid):  # Tune's order: the order the trials were created
         metrics = result.metrics or {}
+        config = on_steps(space or {}, result.config or {})  # the values the trial trained with
         health = metrics.get("health") or {}
         step = metrics.get("step")
         if result.error is not None:
@@ -363,7 +375,7 @@ def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, A
         rows.append({
             "trial": _trial_id(result),
             "order": order,
-            **{key: result.config.get(key) for key in searched},
+            **{key: config.get(key) for key in searched},
             "best_fid": metrics.get("best_fid"),
             "best_step": metrics.get("best_step"),
             "last_step": step,
@@ -452,7 +464,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
             import ray
 
             ray.shutdown()
-    rows = trial_rows(grid, searched, cfg.train.steps)
+    rows = trial_rows(grid, searched, cfg.train.steps, cfg.tune.search_space)
     write_summary(experiment_uri, rows, searched)
     best = next((r for r in rows if r["best_fid"] is not None), None)
     errors = [r["stop_reason"] for r in rows if r["stop_reason"].startswith("error: ")]

@@ -417,3 +417,27 @@ def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
     study = _searcher_study(experiment)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second told to the same study
     assert study.trials[0].params == first[0].params and study.trials[0].value == first[0].value
+
+
+@pytest.mark.slow
+def test_bohb_pauses_and_resumes_trials_on_their_own_runs(ray_session, tmp_path):
+    """HyperBand for BOHB pauses trials at its milestones and resumes the promising ones later: each
+    resumed trial continues its own run, trains with quniform values on their steps, and keeps its best."""
+    from raygan.train.runlog import read_metrics
+
+    cfg = build_config({**TINY, "tune": {
+        "num_samples": 3, "max_concurrent": 1, "search_alg": {"name": "bohb"},
+        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+                         "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]}},
+    }})  # fmt: skip
+    result = run_sweep(cfg, "bohb", str(tmp_path))
+    runs = tmp_path / "bohb" / "runs"
+    assert len(result["rows"]) == 3 and result["failed"] == 0
+    for row in result["rows"]:
+        run = runs / row["trial"]
+        steps = [m["step"] for m in read_metrics(str(run))]
+        assert steps == list(range(20, row["last_step"] + 1, 20))  # resumed, never restarted: each step once
+        trained = json.loads(next(run.glob("checkpoint_*/config.json")).read_text())["loss"]["label_smoothing"]
+        assert row["loss.label_smoothing"] == trained and trained in (0.0, 0.1, 0.2, 0.3)
+        assert Path(row["best_checkpoint"], "generator.pt").is_file()
+    assert any(row["last_step"] == 60 for row in result["rows"])
