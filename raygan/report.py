@@ -32,7 +32,7 @@ from raygan import storage
 from raygan.data import resize
 from raygan.errors import UserError
 
-SUMMARY, RUNS = "summary.json", "runs"  # what a sweep leaves in its experiment folder
+SUMMARY, SEARCH, RUNS = "summary.json", "search.json", "runs"  # what a sweep leaves in its experiment folder
 SUMMARY_COLUMNS = ("trial", "order", "best_fid", "best_step", "last_step", "trained_s", "images_seen", "health",
                    "stop_reason", "best_checkpoint")  # fmt: skip
 LOSS_LABELS = {"g_loss": "G loss", "D_loss": "D loss", "critic_loss": "critic loss"}
@@ -279,6 +279,7 @@ class Experiment:
     rows: list[dict]  # sorted by best FID, trials without one last
     searched: list[str]
     histories: dict[str, RunHistory]  # trial -> history, for trials that left a run folder with records
+    fanova: Optional[dict[str, float]] = None  # optuna's importance, from search.json (optuna sweeps)
 
 
 def load_experiment(experiment_uri: str) -> Experiment:
@@ -294,7 +295,12 @@ def load_experiment(experiment_uri: str) -> Experiment:
     rows += [_row_from_history(trial, histories.get(trial)) for trial in sorted(runs) if trial not in listed]
     if not rows:
         raise UserError(f"{experiment_uri}: no trials ({SUMMARY} lists none and {RUNS}/ holds no run folders)")
-    return Experiment(experiment_uri, sorted(rows, key=_sort_key), searched_keys(summary or []), histories)
+    search = storage.read_bytes(storage.join(experiment_uri, SEARCH))
+    try:
+        fanova = json.loads(search).get("fanova") if search else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        fanova = None  # written by the sweep beside summary.json; the report does without it
+    return Experiment(experiment_uri, sorted(rows, key=_sort_key), searched_keys(summary or []), histories, fanova)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -732,8 +738,11 @@ def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
     header = ["rank", "trial", *experiment.searched, "best FID", "best step", "last step", "trained (s)", "images seen",
               "health", "stop reason"]  # fmt: skip
     ranks = importance(experiment.rows, experiment.searched)
-    importance_table = _table(["searched value", "Spearman rank correlation with best FID"],
-                              [[html.escape(key), _text(rho)] for key, rho in ranks.items()])  # fmt: skip
+    fanova = experiment.fanova or {}
+    importance_table = _table(
+        ["searched value", "Spearman rank correlation with best FID"] + (["fANOVA importance (optuna)"] if fanova else []),
+        [[html.escape(key), _text(rho)] + ([_text(fanova.get(key))] if fanova else []) for key, rho in ranks.items()],
+    )
     body = "\n".join([
         f"<p><code>{html.escape(experiment.uri)}</code>: {len(experiment.rows)} trials, sorted by best FID "
         f"({_link('trials.csv', 'trials.csv')}).</p>",
@@ -780,4 +789,6 @@ def write_report(uri: str, out: str | Path) -> dict:
         written = write_experiment_report(experiment, out)
         search = {"importance": importance(experiment.rows, experiment.searched),
                   "best_so_far": search_progress(experiment.rows)}  # fmt: skip
+        if experiment.fanova is not None:
+            search["fanova"] = experiment.fanova
     return {"out": str(out), "kind": kind, "files": [p.relative_to(out).as_posix() for p in written], **search}

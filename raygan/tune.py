@@ -401,7 +401,26 @@ def format_table(rows: list[dict], searched: list[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
 
 
-def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) -> None:
+def fanova_importance(rows: list[dict], space: dict, seed: int) -> Optional[dict[str, float]]:
+    """optuna's fANOVA importance of each searched key for best FID (shares of the explained variance,
+    summing to 1), fitted on the scored trials; None with fewer than 3 of them."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    scored = [row for row in rows if row.get("best_fid") is not None and math.isfinite(row["best_fid"])]
+    if len(scored) < 3 or not space:
+        return None
+    distributions = OptunaSearch.convert_search_space({key: to_tune_domain(spec) for key, spec in space.items()})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for row in scored:
+        params = {key: row[key] for key in space}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=row["best_fid"]))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)  # a random forest: seeded to be repeatable
+    return {key: round(float(v), 3) for key, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+
+
+def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fanova: Optional[dict] = None) -> None:
     from raygan import storage
 
     storage.write_bytes(storage.join(experiment_uri, "summary.json"), json.dumps(rows, indent=2, default=str).encode())
@@ -413,6 +432,8 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) ->
     from raygan.report import importance, search_progress
 
     search = {"importance": importance(rows, searched), "best_so_far": search_progress(rows)}  # summary.json stays a list of rows
+    if fanova is not None:
+        search["fanova"] = fanova
     storage.write_bytes(storage.join(experiment_uri, "search.json"), json.dumps(search, indent=2).encode())
 
 
@@ -465,7 +486,8 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
 
             ray.shutdown()
     rows = trial_rows(grid, searched, cfg.train.steps, cfg.tune.search_space)
-    write_summary(experiment_uri, rows, searched)
+    fanova = fanova_importance(rows, cfg.tune.search_space, cfg.seed) if cfg.tune.search_alg["name"] == "optuna" else None
+    write_summary(experiment_uri, rows, searched, fanova)
     best = next((r for r in rows if r["best_fid"] is not None), None)
     errors = [r["stop_reason"] for r in rows if r["stop_reason"].startswith("error: ")]
     return {

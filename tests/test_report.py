@@ -287,6 +287,16 @@ def test_experiment_report_shows_each_trials_cost_and_how_the_search_went(experi
     assert stored["importance"] == experiment_report["importance"]
 
 
+def test_an_optuna_sweeps_fanova_importance_is_shown_beside_the_rank_correlation(experiment, tmp_path):
+    copy = shutil.copytree(experiment, tmp_path / "sweep")
+    search = json.loads((copy / "search.json").read_text())
+    (copy / "search.json").write_text(json.dumps({**search, "fanova": {"optim.d.lr": 0.9, "model.g_activation": 0.1}}))
+    result = write_report(str(copy), tmp_path / "out")
+    assert result["fanova"] == {"optim.d.lr": 0.9, "model.g_activation": 0.1}
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "fANOVA importance (optuna)" in page and "<td>0.9</td>" in page
+
+
 def test_best_so_far_never_rises_and_cost_only_grows():
     from raygan.report import search_progress
 

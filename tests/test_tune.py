@@ -441,3 +441,21 @@ def test_bohb_pauses_and_resumes_trials_on_their_own_runs(ray_session, tmp_path)
         assert row["loss.label_smoothing"] == trained and trained in (0.0, 0.1, 0.2, 0.3)
         assert Path(row["best_checkpoint"], "generator.pt").is_file()
     assert any(row["last_step"] == 60 for row in result["rows"])
+
+
+def test_fanova_importance_finds_the_value_that_decides_fid():
+    import random
+
+    from raygan.tune import fanova_importance
+
+    space = {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_layers": {"randint": [2, 5]},
+             "model.g_activation": {"choice": ["relu", "leaky_relu"]}}  # fmt: skip
+    draw = random.Random(0)
+    rows = []
+    for i in range(12):
+        row = {"trial": f"t{i}", "optim.g.lr": 10 ** draw.uniform(-4, -3), "model.g_layers": draw.randint(2, 4),
+               "model.g_activation": draw.choice(["relu", "leaky_relu"])}  # fmt: skip
+        rows.append({**row, "best_fid": 100 * row["optim.g.lr"] / 1.0e-3 + draw.random()})  # lr decides, noise aside
+    shares = fanova_importance(rows, space, seed=0)
+    assert set(shares) == set(space) and max(shares, key=shares.get) == "optim.g.lr" and shares["optim.g.lr"] > 0.8
+    assert fanova_importance(rows[:2], space, seed=0) is None and shares == fanova_importance(rows, space, seed=0)
