@@ -199,10 +199,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from raygan.tune import format_table, run_sweep, validate_search_space
+    from raygan.tune import format_table, run_sweep, validate_sweep
 
     cfg = _load(args)
-    validate_search_space(cfg)
+    validate_sweep(cfg)
     if args.resume and not args.name:
         raise UserError("--resume: needs --name of the experiment to continue")
     name = _run_name(args)
@@ -223,6 +223,9 @@ def cmd_tune(args) -> int:
         print(f"best FID {result['best_fid']:.3f} with {result['best_config']}; checkpoint: {result['best_checkpoint']}")
     if args.json:
         _print_json({k: result[k] for k in ("experiment", "trials", "best_config", "best_fid", "best_checkpoint")})
+    if result["trials"] and result["failed"] == result["trials"]:
+        print(f"error: every trial failed; the first: {result['first_error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -103,6 +103,7 @@ class TrainConfig:
     ada_interval: int = 4  # steps between adjustments of p
     ada_kimg: float = 100.0  # thousands of images for p to go from 0 to 1 at the fastest (StyleGAN2-ADA: 500)
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
+    time_budget_s: Optional[float] = None  # stop after this many seconds of training, evaluated and checkpointed; null: no limit
     amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
     compile: bool = False  # torch.compile G and D (pays on long GPU runs; the first steps compile)
@@ -151,7 +152,10 @@ class TuneConfig:
     num_samples: int = 8  # trials drawn from search_space (per grid point)
     max_concurrent: int = 2  # trials running at once
     scheduler: dict = field(default_factory=lambda: {"name": "asha"})  # asha | pbt | fifo
+    search_alg: dict = field(default_factory=lambda: {"name": "random"})  # random | optuna (TPE) | bohb
     search_space: dict = field(default_factory=dict)  # "dotted.key": {choice: [...]} ...
+    time_budget_s: Optional[float] = None  # the whole sweep: no new trials and running ones stopped after this
+    max_failures: int = 0  # retries of a failed trial, each from its last checkpoint (-1: without end)
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ CHOICES = {
     "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
     "train.augment": ("translation", "cutout", "color"),
     "tune.scheduler.name": ("asha", "pbt", "fifo"),
+    "tune.search_alg.name": ("random", "optuna", "bohb"),
 }
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}  # or "#rrggbb"
@@ -493,6 +498,7 @@ def validate(cfg: Config) -> None:
         _check_range(key, get_dotted(cfg, key), 1)
     _check_range("train.patience", t.patience, 1)
     _check_range("train.max_failures", t.max_failures, -1)
+    _check_range("train.time_budget_s", t.time_budget_s, 0, lo_open=True)
     _check_choice("train.amp", t.amp)
     for key in ("train.stop_on", "train.augment"):
         for name in get_dotted(cfg, key):
@@ -543,3 +549,24 @@ def validate(cfg: Config) -> None:
     if "name" not in cfg.tune.scheduler:
         raise ConfigError("tune.scheduler.name", "missing")
     _check_choice("tune.scheduler.name", cfg.tune.scheduler["name"])
+    _check_range("tune.time_budget_s", cfg.tune.time_budget_s, 0, lo_open=True)
+    _check_range("tune.max_failures", cfg.tune.max_failures, -1)
+    _validate_search_alg(cfg.tune)
+
+
+def _validate_search_alg(tune: TuneConfig) -> None:
+    """The searcher's name, and what it cannot work with: grid values (random only) and PBT."""
+    if "name" not in tune.search_alg:
+        raise ConfigError("tune.search_alg.name", "missing")
+    name = tune.search_alg["name"]
+    _check_choice("tune.search_alg.name", name)
+    for option in tune.search_alg:
+        if option != "name":
+            raise ConfigError(f"tune.search_alg.{option}", "unknown option (search_alg takes only a name)")
+    if name == "random":
+        return
+    for key, spec in tune.search_space.items():
+        if isinstance(spec, dict) and "grid" in spec:
+            raise ConfigError(f"tune.search_space.{key}", f"grid values need search_alg random, not {name} (use choice)")
+    if tune.scheduler.get("name") == "pbt":
+        raise ConfigError("tune.search_alg.name", f"pbt draws and mutates its own configs: use search_alg random, not {name}")

@@ -32,8 +32,9 @@ from raygan import storage
 from raygan.data import resize
 from raygan.errors import UserError
 
-SUMMARY, RUNS = "summary.json", "runs"  # what a sweep leaves in its experiment folder
-SUMMARY_COLUMNS = ("trial", "best_fid", "best_step", "last_step", "health", "stop_reason", "best_checkpoint")
+SUMMARY, SEARCH, RUNS = "summary.json", "search.json", "runs"  # what a sweep leaves in its experiment folder
+SUMMARY_COLUMNS = ("trial", "order", "best_fid", "best_step", "last_step", "trained_s", "images_seen", "health",
+                   "stop_reason", "best_checkpoint")  # fmt: skip
 LOSS_LABELS = {"g_loss": "G loss", "D_loss": "D loss", "critic_loss": "critic loss"}
 FIGURE_SIZE = (8, 4.5)  # inches, at 100 dpi: 800 x 450 pixels
 GIF_MIN_WIDTH = 320  # small grids are scaled up (whole pixels) so that the caption stays readable
@@ -88,6 +89,10 @@ class RunHistory:
     @property
     def evaluations(self) -> list[dict]:
         return [r for r in self.records if "fid" in r]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _finite(value: Any) -> bool:
@@ -205,6 +210,8 @@ def _row_from_history(trial: str, history: Optional[RunHistory]) -> dict:
             last_step=history.records[-1]["step"],
             health=last_health.get("status"),
             stop_reason=last_health.get("stop_reason"),
+            trained_s=history.records[-1].get("trained_s"),
+            images_seen=history.records[-1].get("images_seen"),
         )
     return row
 
@@ -231,6 +238,37 @@ def searched_keys(rows: list[dict]) -> list[str]:
     return keys
 
 
+def search_progress(rows: list[dict]) -> list[dict]:
+    """After each trial, in the order the sweep started them: the best FID so far and the seconds trained
+    by all trials up to it (what a searcher is judged on: how soon it finds a good config, at what cost)."""
+    ordered = sorted(rows, key=lambda r: r["order"] if _is_number(r.get("order")) else math.inf)  # stable
+    best, spent, progress = math.inf, 0.0, []
+    for count, row in enumerate(ordered, 1):
+        spent += row.get("trained_s") or 0.0
+        if _finite(row.get("best_fid")):
+            best = min(best, row["best_fid"])
+        progress.append({"trials": count, "trial": row["trial"], "trained_s": spent,
+                         "best_fid": best if math.isfinite(best) else None})  # fmt: skip
+    return progress
+
+
+def importance(rows: list[dict], searched: list[str]) -> dict[str, Optional[float]]:
+    """Spearman rank correlation of each numeric searched value with the trials' best FID (-1: larger values
+    always did better, 0: no monotone effect); None for categories or under 3 scored trials with varied values."""
+    from scipy.stats import spearmanr
+
+    scored = [row for row in rows if _finite(row.get("best_fid"))]
+    result: dict[str, Optional[float]] = {}
+    for key in searched:
+        values, fids = [row.get(key) for row in scored], [row["best_fid"] for row in scored]
+        if len(scored) < 3 or not all(_is_number(v) for v in values) or len(set(values)) < 2 or len(set(fids)) < 2:
+            result[key] = None
+            continue
+        rho = float(spearmanr(values, fids).statistic)
+        result[key] = round(rho, 3) if math.isfinite(rho) else None
+    return result
+
+
 def _sort_key(row: dict) -> float:
     return row["best_fid"] if _finite(row.get("best_fid")) else math.inf
 
@@ -241,6 +279,7 @@ class Experiment:
     rows: list[dict]  # sorted by best FID, trials without one last
     searched: list[str]
     histories: dict[str, RunHistory]  # trial -> history, for trials that left a run folder with records
+    fanova: Optional[dict[str, float]] = None  # optuna's importance, from search.json (optuna sweeps)
 
 
 def load_experiment(experiment_uri: str) -> Experiment:
@@ -256,7 +295,12 @@ def load_experiment(experiment_uri: str) -> Experiment:
     rows += [_row_from_history(trial, histories.get(trial)) for trial in sorted(runs) if trial not in listed]
     if not rows:
         raise UserError(f"{experiment_uri}: no trials ({SUMMARY} lists none and {RUNS}/ holds no run folders)")
-    return Experiment(experiment_uri, sorted(rows, key=_sort_key), searched_keys(summary or []), histories)
+    search = storage.read_bytes(storage.join(experiment_uri, SEARCH))
+    try:
+        fanova = json.loads(search).get("fanova") if search else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        fanova = None  # written by the sweep beside summary.json; the report does without it
+    return Experiment(experiment_uri, sorted(rows, key=_sort_key), searched_keys(summary or []), histories, fanova)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,10 +461,6 @@ def plot_fid_trials(experiment: Experiment, path: Path) -> Path:
     return _save(figure, path)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _label(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -452,6 +492,29 @@ def plot_effect(experiment: Experiment, key: str, path: Path) -> Path:
         ax.set_xticks(positions, categories)
     ax.set(title=title, xlabel=key, ylabel="best FID (lower is better)")
     ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_search_progress(experiment: Experiment, path: Path) -> Path:
+    """Best FID so far against the number of trials and against the seconds trained (the search's cost)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(FIGURE_SIZE[0] * 1.5, FIGURE_SIZE[1]))
+    by_trials, by_cost = figure.subplots(1, 2, sharey=True)
+    progress = [p for p in search_progress(experiment.rows) if p["best_fid"] is not None]
+    if not progress:
+        _placeholder(by_trials, "best FID so far", "no trial has a best FID yet")
+        return _save(figure, path)
+    fids = [p["best_fid"] for p in progress]
+    by_trials.step([p["trials"] for p in progress], fids, where="post", marker="o")
+    by_trials.set(title="best FID so far, by trials", xlabel="trials started", ylabel="best FID (lower is better)")
+    if all(p["trained_s"] > 0 for p in progress):
+        by_cost.step([p["trained_s"] / 60 for p in progress], fids, where="post", marker="o")
+        by_cost.set(title="best FID so far, by compute", xlabel="minutes trained, all trials")
+    else:
+        _placeholder(by_cost, "best FID so far, by compute", "the summary records no training time")
+    for ax in (by_trials, by_cost):
+        ax.grid(alpha=0.3)
     return _save(figure, path)
 
 
@@ -637,8 +700,8 @@ def _safe_name(text: str) -> str:
 
 
 def write_trials_csv(experiment: Experiment, path: Path) -> Path:
-    columns = ["rank", "trial", *experiment.searched, "best_fid", "best_step", "last_step", "health", "stop_reason",
-               "best_checkpoint"]  # fmt: skip
+    columns = ["rank", "trial", *experiment.searched, "best_fid", "best_step", "last_step", "trained_s", "images_seen",
+               "health", "stop_reason", "best_checkpoint"]  # fmt: skip
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -648,9 +711,10 @@ def write_trials_csv(experiment: Experiment, path: Path) -> Path:
 
 
 def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
-    """fid_trials.png, effect_<key>.png, trials.csv, trials/<trial>/ and index.html in `out`."""
+    """fid_trials.png, search_progress.png, effect_<key>.png, trials.csv, trials/<trial>/ and index.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_fid_trials(experiment, out / "fid_trials.png"), write_trials_csv(experiment, out / "trials.csv")]
+    written = [plot_fid_trials(experiment, out / "fid_trials.png"), plot_search_progress(experiment, out / "search_progress.png"),
+               write_trials_csv(experiment, out / "trials.csv")]  # fmt: skip
     effects = []
     for key in experiment.searched:
         path = plot_effect(experiment, key, out / f"effect_{_safe_name(key)}.png")
@@ -668,14 +732,25 @@ def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
         else:
             name = html.escape(trial) + " (no run data)"
         cells = [str(rank), name, *[_text(row.get(k)) for k in experiment.searched]]
-        cells += [_text(row.get(k)) for k in ("best_fid", "best_step", "last_step", "health", "stop_reason")]
+        cells += [_text(row.get(k)) for k in ("best_fid", "best_step", "last_step", "trained_s", "images_seen", "health",
+                                              "stop_reason")]  # fmt: skip
         table_rows.append(cells)
-    header = ["rank", "trial", *experiment.searched, "best FID", "best step", "last step", "health", "stop reason"]
+    header = ["rank", "trial", *experiment.searched, "best FID", "best step", "last step", "trained (s)", "images seen",
+              "health", "stop reason"]  # fmt: skip
+    ranks = importance(experiment.rows, experiment.searched)
+    fanova = experiment.fanova or {}
+    importance_table = _table(
+        ["searched value", "Spearman rank correlation with best FID"] + (["fANOVA importance (optuna)"] if fanova else []),
+        [[html.escape(key), _text(rho)] + ([_text(fanova.get(key))] if fanova else []) for key, rho in ranks.items()],
+    )
     body = "\n".join([
         f"<p><code>{html.escape(experiment.uri)}</code>: {len(experiment.rows)} trials, sorted by best FID "
         f"({_link('trials.csv', 'trials.csv')}).</p>",
         _table(header, table_rows),
         "<h2>FID of every trial</h2>" + _img("fid_trials.png", "FID curves of all trials"),
+        "<h2>How the search went</h2>" + _img("search_progress.png", "best FID so far by trials and by compute"),
+        "<h2>Which values mattered</h2><p>Negative: larger values gave lower (better) FID; - for categories and "
+        "too few trials.</p>" + (importance_table if ranks else _missing("This sweep searched no keys.")),
         "<h2>Effect of each searched value</h2>" + ("\n".join(effects) or _missing("This sweep searched no keys.")),
     ])  # fmt: skip
     index = out / "index.html"
@@ -708,6 +783,12 @@ def write_report(uri: str, out: str | Path) -> dict:
         if not history.records:
             raise UserError(f"{storage.join(uri, 'metrics.jsonl')}: holds no records yet")
         written = write_run_report(history, out)
+        search = {}
     else:
-        written = write_experiment_report(load_experiment(uri), out)
-    return {"out": str(out), "kind": kind, "files": [p.relative_to(out).as_posix() for p in written]}
+        experiment = load_experiment(uri)
+        written = write_experiment_report(experiment, out)
+        search = {"importance": importance(experiment.rows, experiment.searched),
+                  "best_so_far": search_progress(experiment.rows)}  # fmt: skip
+        if experiment.fanova is not None:
+            search["fanova"] = experiment.fanova
+    return {"out": str(out), "kind": kind, "files": [p.relative_to(out).as_posix() for p in written], **search}

@@ -54,35 +54,48 @@ def _values_to_check(kind: str, args: list) -> list:
     return list(args[:2])  # both ends of a range
 
 
+def check_spec(cfg: Config, where: str, key: str, spec: Any) -> None:
+    """`key` is a config value and `spec` a well-formed distribution whose values are all valid for it."""
+    try:
+        value = get_dotted(cfg, key)
+    except ConfigError:
+        raise ConfigError(where, f"{key} is not a config key") from None
+    if key.startswith("tune.") or hasattr(value, "__dataclass_fields__"):
+        raise ConfigError(where, f"{key} is a section or a sweep setting, not a value to search")
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(where, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {spec!r}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(where, f"unknown distribution {kind!r} (expected one of: {', '.join(DISTRIBUTIONS)})")
+    count, meaning = DISTRIBUTIONS[kind]
+    if not isinstance(args, list) or not args or (count is not None and len(args) != count):
+        raise ConfigError(where, f"{kind} takes a list: {meaning}")
+    if count is not None and not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(where, f"{kind} takes numbers: {meaning}")
+    if count is not None and args[0] >= args[1]:
+        raise ConfigError(where, f"{kind}: low {args[0]} must be below high {args[1]}")
+    if kind == "loguniform" and args[0] <= 0:
+        raise ConfigError(where, "loguniform needs low > 0")
+    if kind == "quniform" and args[2] <= 0:
+        raise ConfigError(where, "quniform needs step > 0")
+    for candidate in _values_to_check(kind, args):
+        try:
+            build_config(cfg.to_dict(), {key: candidate})
+        except ConfigError as e:
+            raise ConfigError(where, f"value {candidate!r} is invalid: {e}") from None
+
+
 def validate_search_space(cfg: Config) -> None:
     """Every key is a config value, every distribution well formed, every value valid in the config."""
     for key, spec in cfg.tune.search_space.items():
-        where = f"tune.search_space.{key}"
-        try:
-            value = get_dotted(cfg, key)
-        except ConfigError:
-            raise ConfigError(where, f"{key} is not a config key") from None
-        if key.startswith("tune.") or hasattr(value, "__dataclass_fields__"):
-            raise ConfigError(where, f"{key} is a section or a sweep setting, not a value to search")
-        if not isinstance(spec, dict) or len(spec) != 1:
-            raise ConfigError(where, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {spec!r}")
-        (kind, args), = spec.items()
-        if kind not in DISTRIBUTIONS:
-            raise ConfigError(where, f"unknown distribution {kind!r} (expected one of: {', '.join(DISTRIBUTIONS)})")
-        count, meaning = DISTRIBUTIONS[kind]
-        if not isinstance(args, list) or not args or (count is not None and len(args) != count):
-            raise ConfigError(where, f"{kind} takes a list: {meaning}")
-        if count is not None and not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-            raise ConfigError(where, f"{kind} takes numbers: {meaning}")
-        if count is not None and args[0] >= args[1]:
-            raise ConfigError(where, f"{kind}: low {args[0]} must be below high {args[1]}")
-        if kind == "loguniform" and args[0] <= 0:
-            raise ConfigError(where, "loguniform needs low > 0")
-        for candidate in _values_to_check(kind, args):
-            try:
-                build_config(cfg.to_dict(), {key: candidate})
-            except ConfigError as e:
-                raise ConfigError(where, f"value {candidate!r} is invalid: {e}") from None
+        check_spec(cfg, f"tune.search_space.{key}", key, spec)
+
+
+def validate_sweep(cfg: Config) -> None:
+    """Everything a sweep is made of, checked before Ray starts: the space, the scheduler, the searcher."""
+    validate_search_space(cfg)
+    make_scheduler(cfg)
+    make_search_alg(cfg)
 
 
 def to_tune_domain(spec: dict):
@@ -102,36 +115,111 @@ def to_tune_domain(spec: dict):
     return tune.quniform(*args)
 
 
+def in_range(spec: dict, value: Any) -> Any:
+    """`value` moved into the distribution's range: clipped to [low, high], onto quniform's steps.
+    Listed values (choice, grid, randint's integers) are left alone: PBT only ever picks among them."""
+    (kind, args), = spec.items()
+    if kind not in ("uniform", "loguniform", "quniform") or not isinstance(value, (int, float)):
+        return value
+    low, high = args[0], args[1]
+    if kind == "quniform":
+        step = args[2]
+        value = round(round(value / step) * step, 12)  # the 12 digits drop float noise: 0.15, not 0.15000000000000002
+        low, high = math.ceil(low / step - 1e-9) * step, math.floor(high / step + 1e-9) * step  # the steps in range
+    return min(max(value, low), high)
+
+
+def pbt_mutation(spec: dict):
+    """What Ray's PBT perturbs for a raygan distribution: listed values move to a neighbour or are redrawn
+    (randint as the list of its integers, so a layer count stays an integer in range); ranges are scaled by
+    0.8 / 1.2 or redrawn, then KeepInRange puts them back inside."""
+    (kind, args), = spec.items()
+    if kind in ("choice", "grid"):
+        return list(args)
+    if kind == "randint":
+        return list(range(args[0], args[1]))
+    return to_tune_domain(spec)
+
+
+class KeepInRange:
+    """PBT's custom_explore_fn: after Ray's perturbation, every mutated value back inside its distribution
+    (ema x 1.2 would pass 1, label_smoothing 0.5: the exploited trial would die on a config error)."""
+
+    def __init__(self, mutations: dict[str, dict]):
+        self.mutations = mutations
+
+    def __call__(self, config: dict) -> dict:
+        return {**config, **{key: in_range(spec, config[key]) for key, spec in self.mutations.items() if key in config}}
+
+
 def make_scheduler(cfg: Config):
-    """ASHA, PBT or FIFO from tune.scheduler; times are training steps."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    """ASHA, PBT, FIFO from tune.scheduler, or HyperBand for BOHB's searcher; times are training steps."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, PopulationBasedTraining
 
     options = dict(cfg.tune.scheduler)
     name = options.pop("name")
     t = cfg.train
     try:
+        if cfg.tune.search_alg["name"] == "bohb":  # BOHB's searcher and its HyperBand go together
+            if name != "asha":
+                raise TypeError("search_alg bohb brings its own HyperBand scheduler; leave tune.scheduler at asha")
+            options.pop("grace_period", None)  # HyperBand sizes its brackets from max_t and reduction_factor
+            return HyperBandForBOHB(time_attr="step", max_t=t.steps, **options)
         if name == "asha":
             options.setdefault("grace_period", min(2 * t.eval_every, t.steps))
             options.setdefault("reduction_factor", 2)
             return ASHAScheduler(time_attr="step", max_t=t.steps, **options)
         if name == "pbt":
-            mutations = options.pop("hyperparam_mutations", None) or {
+            given = options.pop("hyperparam_mutations", None)
+            mutations = given or {
                 key: spec for key, spec in cfg.tune.search_space.items() if next(iter(spec)) != "grid"
             }
-            unknown = [key for key in mutations if key not in cfg.tune.search_space]
-            if unknown:
-                raise ConfigError("tune.scheduler.hyperparam_mutations", f"{unknown[0]} is not in tune.search_space")
+            for key, spec in mutations.items():
+                where = f"tune.scheduler.hyperparam_mutations.{key}"
+                if key not in cfg.tune.search_space:
+                    raise ConfigError("tune.scheduler.hyperparam_mutations", f"{key} is not in tune.search_space")
+                check_spec(cfg, where, key, spec)  # the values given are the range PBT keeps to
             options.setdefault("perturbation_interval", 2 * t.eval_every)
             return PopulationBasedTraining(
                 time_attr="step",
-                hyperparam_mutations={key: to_tune_domain(cfg.tune.search_space[key]) for key in mutations},
+                hyperparam_mutations={key: pbt_mutation(spec) for key, spec in mutations.items()},
+                custom_explore_fn=KeepInRange(mutations),
                 **options,
             )
         if options:
             raise TypeError(f"fifo takes no options, got {', '.join(options)}")
         return FIFOScheduler()
-    except (TypeError, AssertionError) as e:
+    except (TypeError, AssertionError, ValueError) as e:
         raise ConfigError(f"tune.scheduler", f"{name}: {e}") from None
+
+
+SEARCHER_PACKAGES = {"optuna": ["optuna"], "bohb": ["hpbandster", "ConfigSpace"]}  # what each searcher imports
+
+
+def make_search_alg(cfg: Config):
+    """None for `random` (Tune's own sampler); otherwise a searcher seeded from the config's seed that
+    proposes at most tune.max_concurrent trials at once. Its state is saved with the experiment, so
+    `--resume` continues its history (Tuner.restore reloads it)."""
+    import importlib.util
+
+    name = cfg.tune.search_alg["name"]
+    if name == "random":
+        return None
+    missing = [package for package in SEARCHER_PACKAGES[name] if importlib.util.find_spec(package) is None]
+    if missing:
+        hint = "pip install 'raygan[bohb]'" if name == "bohb" else f"pip install {missing[0]}"
+        raise ConfigError("tune.search_alg.name", f"{name} needs the package {', '.join(missing)} ({hint})")
+    from ray.tune.search import ConcurrencyLimiter
+
+    if name == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher = OptunaSearch(seed=cfg.seed)  # TPE; metric and mode come from the TuneConfig
+    else:
+        from ray.tune.search.bohb import TuneBOHB
+
+        searcher = TuneBOHB(seed=cfg.seed)
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.tune.max_concurrent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,12 +243,23 @@ def _forward_to_tune():
             uri = uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
             if uri is not None and result.get("new_best"):
                 self.best_checkpoint = uri
+            if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
+                self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
             if "kid" not in result:  # Tune sees evaluations only: each carries the objective
                 return
             result["best_checkpoint"] = self.best_checkpoint
             self.queue.put((result, uri))
 
     return ForwardEvaluations()
+
+
+def _earlier_best(checkpoint: str, best_step: int) -> Optional[str]:
+    """The checkpoint of `best_step` in the run that holds `checkpoint`, if it is there and complete
+    (a paused or retried trial resumes its run after its best; a PBT exploit's best is in the donor's)."""
+    from raygan.checkpoint import checkpoint_name, is_complete
+
+    candidate = f"{_run_of(checkpoint)}/{checkpoint_name(best_step)}"
+    return candidate if is_complete(candidate) else None
 
 
 def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
@@ -171,17 +270,27 @@ def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
     return tune.Checkpoint.from_directory(folder)
 
 
-def _existing_checkpoint(path: str) -> str:
-    """`path`, or the newest checkpoint of its run where the donor has since deleted it (keep_checkpoints)."""
-    from raygan import storage
+def _run_of(checkpoint: str) -> str:
+    return checkpoint.rstrip("/").rsplit("/", 1)[0]
 
-    if storage.read_bytes(storage.join(path, "meta.json")) is not None:
+
+def complete_checkpoint(path: str) -> str:
+    """`path` if it is complete (its manifest matches), else the newest complete checkpoint of its run:
+    the donor may since have deleted it (keep_checkpoints), or its upload may have been cut short."""
+    from raygan.checkpoint import is_complete, list_checkpoints
+
+    if is_complete(path):
         return path
-    run = path.rstrip("/").rsplit("/", 1)[0]
-    newest = [name for name in storage.list_dir(run) if name.startswith("checkpoint_0")]
-    if not newest:
-        raise RuntimeError(f"{path}: the donor's checkpoint and run are gone")
-    return storage.join(run, newest[-1])
+    complete = list_checkpoints(_run_of(path))
+    if not complete:
+        raise RuntimeError(f"{path}: incomplete, and its run has no complete checkpoint to continue from")
+    return complete[-1]
+
+
+def on_steps(space: dict, params: dict) -> dict:
+    """quniform values put on their steps: BOHB's ConfigSpace drops the step and proposes any float."""
+    return {key: in_range(space[key], value) if "quniform" in space.get(key, {}) else value
+            for key, value in params.items()}  # fmt: skip
 
 
 def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> None:
@@ -190,7 +299,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
 
     from raygan.train.ray_train import trainer
 
-    cfg = build_config(base, {k: v for k, v in params.items()})
+    cfg = build_config(base, on_steps(base["tune"]["search_space"], params))
     trial_id = tune.get_context().get_trial_id()
     resume_from, run_name = None, trial_id
     restored = tune.get_checkpoint()
@@ -198,8 +307,10 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         with restored.as_directory() as folder:
             pointer = json.loads(Path(folder, POINTER).read_text())
         if pointer["trial"] != trial_id:  # PBT exploit: continue the donor's run under a new name
-            resume_from = _existing_checkpoint(pointer["path"])
+            resume_from = complete_checkpoint(pointer["path"])
             run_name = f"{trial_id}-from-{pointer['trial']}-{pointer['step']}"
+        else:  # a retry (tune.max_failures) or --resume: the run that wrote the pointer, which may be an exploit's
+            run_name = _run_of(pointer["path"]).rsplit("/", 1)[-1]
     forward = _forward_to_tune()
     train_run = trainer(cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from,
                         cache_root=cache_root)  # fmt: skip
@@ -236,14 +347,25 @@ def _trial_id(result) -> str:
     return found.group(1) if found else (result.metrics or {}).get("trial_id", "?")
 
 
-def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, Any]]:
+def error_line(error: BaseException) -> str:
+    """The line that says what went wrong: the last line of the innermost error's message (Ray wraps a
+    trial's exception in RayTaskError and TrainingFailedError, whose first lines name only processes)."""
+    while getattr(error, "cause", None) is not None or error.__cause__ is not None:
+        error = getattr(error, "cause", None) or error.__cause__
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"[:200]
+
+
+def trial_rows(result_grid, searched: list[str], steps: int, space: Optional[dict] = None) -> list[dict[str, Any]]:
     rows = []
-    for result in result_grid:
+    for order, result in enumerate(result_grid):  # Tune's order: the order the trials were created
         metrics = result.metrics or {}
+        config = on_steps(space or {}, result.config or {})  # the values the trial trained with
         health = metrics.get("health") or {}
         step = metrics.get("step")
         if result.error is not None:
-            reason = f"error: {str(result.error).splitlines()[0][:120]}"
+            reason = f"error: {error_line(result.error)}"
         elif health.get("stop_reason"):
             reason = health["stop_reason"]
         elif step is not None and step < steps:
@@ -252,19 +374,22 @@ def trial_rows(result_grid, searched: list[str], steps: int) -> list[dict[str, A
             reason = "completed"
         rows.append({
             "trial": _trial_id(result),
-            **{key: result.config.get(key) for key in searched},
+            "order": order,
+            **{key: config.get(key) for key in searched},
             "best_fid": metrics.get("best_fid"),
             "best_step": metrics.get("best_step"),
             "last_step": step,
             "health": health.get("status"),
             "stop_reason": reason,
+            "trained_s": metrics.get("trained_s"),  # cost: seconds trained, over restarts and PBT's donors
+            "images_seen": metrics.get("images_seen"),
             "best_checkpoint": metrics.get("best_checkpoint"),
         })  # fmt: skip
     return sorted(rows, key=lambda r: r["best_fid"] if r["best_fid"] is not None else math.inf)
 
 
 def format_table(rows: list[dict], searched: list[str]) -> str:
-    columns = ["trial", *searched, "best_fid", "best_step", "last_step", "stop_reason"]
+    columns = ["trial", *searched, "best_fid", "best_step", "last_step", "trained_s", "stop_reason"]
 
     def cell(value):
         if isinstance(value, float):
@@ -276,7 +401,26 @@ def format_table(rows: list[dict], searched: list[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
 
 
-def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) -> None:
+def fanova_importance(rows: list[dict], space: dict, seed: int) -> Optional[dict[str, float]]:
+    """optuna's fANOVA importance of each searched key for best FID (shares of the explained variance,
+    summing to 1), fitted on the scored trials; None with fewer than 3 of them."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    scored = [row for row in rows if row.get("best_fid") is not None and math.isfinite(row["best_fid"])]
+    if len(scored) < 3 or not space:
+        return None
+    distributions = OptunaSearch.convert_search_space({key: to_tune_domain(spec) for key, spec in space.items()})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for row in scored:
+        params = {key: row[key] for key in space}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=row["best_fid"]))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)  # a random forest: seeded to be repeatable
+    return {key: round(float(v), 3) for key, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+
+
+def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fanova: Optional[dict] = None) -> None:
     from raygan import storage
 
     storage.write_bytes(storage.join(experiment_uri, "summary.json"), json.dumps(rows, indent=2, default=str).encode())
@@ -285,6 +429,12 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str]) ->
     writer.writeheader()
     writer.writerows(rows)
     storage.write_bytes(storage.join(experiment_uri, "summary.csv"), text.getvalue().encode())
+    from raygan.report import importance, search_progress
+
+    search = {"importance": importance(rows, searched), "best_so_far": search_progress(rows)}  # summary.json stays a list of rows
+    if fanova is not None:
+        search["fanova"] = fanova
+    storage.write_bytes(storage.join(experiment_uri, "search.json"), json.dumps(search, indent=2).encode())
 
 
 def restore_args(experiment_uri: str) -> dict[str, Any]:
@@ -313,17 +463,20 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
         if resume:
             tuner = tune.Tuner.restore(trainable=trainable, resume_errored=True, **restore_args(experiment_uri))
         else:
+            search_alg = make_search_alg(cfg)
             tuner = tune.Tuner(
                 trainable,
                 param_space={key: to_tune_domain(spec) for key, spec in cfg.tune.search_space.items()},
                 tune_config=tune.TuneConfig(
-                    metric="fid", mode="min", num_samples=cfg.tune.num_samples,
-                    max_concurrent_trials=cfg.tune.max_concurrent, scheduler=make_scheduler(cfg),
+                    metric="fid", mode="min", num_samples=cfg.tune.num_samples, search_alg=search_alg,
+                    max_concurrent_trials=None if search_alg else cfg.tune.max_concurrent,  # a searcher has its limiter
+                    scheduler=make_scheduler(cfg), time_budget_s=cfg.tune.time_budget_s,
                     reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with the old one
                 ),
                 run_config=tune.RunConfig(
                     name=experiment, **ray_storage(storage_root),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers, a few bytes each
+                    failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),  # retried from the pointer
                 ),
             )  # fmt: skip
         grid = tuner.fit()
@@ -332,12 +485,16 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
             import ray
 
             ray.shutdown()
-    rows = trial_rows(grid, searched, cfg.train.steps)
-    write_summary(experiment_uri, rows, searched)
+    rows = trial_rows(grid, searched, cfg.train.steps, cfg.tune.search_space)
+    fanova = fanova_importance(rows, cfg.tune.search_space, cfg.seed) if cfg.tune.search_alg["name"] == "optuna" else None
+    write_summary(experiment_uri, rows, searched, fanova)
     best = next((r for r in rows if r["best_fid"] is not None), None)
+    errors = [r["stop_reason"] for r in rows if r["stop_reason"].startswith("error: ")]
     return {
         "experiment": experiment_uri,
         "trials": len(rows),
+        "failed": len(errors),
+        "first_error": errors[0][len("error: "):] if errors else None,
         "best_config": {key: best[key] for key in searched} if best else None,
         "best_fid": best["best_fid"] if best else None,
         "best_checkpoint": best["best_checkpoint"] if best else None,

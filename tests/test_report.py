@@ -67,8 +67,9 @@ def write_run(run_uri, steps=range(25, 301, 25), eval_every=50, losses=("g_loss"
 def summary_row(trial, searched: dict, fid=u_shaped_fid, last_step=300, stop_reason="completed") -> dict:
     evaluations = range(50, last_step + 1, 50)
     best = min(evaluations, key=fid)
-    return {"trial": trial, **searched, "best_fid": fid(best), "best_step": best, "last_step": last_step,
-            "health": "ok", "stop_reason": stop_reason, "best_checkpoint": f"runs/{trial}/checkpoint_{best:07d}"}  # fmt: skip
+    return {"trial": trial, "order": int(trial[1:]), **searched, "best_fid": fid(best), "best_step": best,
+            "last_step": last_step, "trained_s": last_step / 10, "images_seen": last_step * 64, "health": "ok",
+            "stop_reason": stop_reason, "best_checkpoint": f"runs/{trial}/checkpoint_{best:07d}"}  # fmt: skip
 
 
 def shifted(offset: float):
@@ -245,7 +246,8 @@ def test_experiment_report_writes_every_file(experiment_report):
     result = experiment_report
     out = Path(result["out"])
     assert result["kind"] == "experiment"
-    expected = {"index.html", "fid_trials.png", "trials.csv", "effect_optim.d.lr.png", "effect_model.g_activation.png"}
+    expected = {"index.html", "fid_trials.png", "search_progress.png", "trials.csv", "effect_optim.d.lr.png",
+                "effect_model.g_activation.png"}  # fmt: skip
     expected |= {f"trials/{t}/{name}" for t in ("t0", "t1", "t2") for name in RUN_FILES}  # t3 left no run
     assert set(result["files"]) == expected and result["files"][-1] == "index.html"
     assert all((out / name).is_file() for name in expected)
@@ -266,6 +268,53 @@ def test_experiment_table_is_sorted_by_best_fid(experiment_report):
     page = (out / "index.html").read_text()
     assert page.index(">t0<") < page.index(">t2<") < page.index(">t1<") < page.index("t3 (no run data)")
     assert "error: boom" in page
+
+
+def test_experiment_report_shows_each_trials_cost_and_how_the_search_went(experiment, experiment_report):
+    import csv
+
+    out = Path(experiment_report["out"])
+    with (out / "trials.csv").open() as f:
+        rows = {r["trial"]: r for r in csv.DictReader(f)}
+    assert rows["t1"]["trained_s"] == "10.0" and rows["t1"]["images_seen"] == "6400" and rows["t3"]["trained_s"] == ""
+    page = (out / "index.html").read_text()
+    assert "trained (s)" in page and "search_progress.png" in page and "Spearman" in page
+    progress = experiment_report["best_so_far"]
+    assert [p["trial"] for p in progress] == ["t0", "t1", "t2", "t3"]  # the order they were started in
+    assert [p["best_fid"] for p in progress] == [20.0, 20.0, 20.0, 20.0] and progress[-1]["trained_s"] == 70.0
+    assert experiment_report["importance"] == {"optim.d.lr": 1.0, "model.g_activation": None}  # lr 1e-4 < 1e-3 < 1e-2, FID 20 < 25 < 50
+    stored = json.loads((experiment / "search.json").read_text())  # what the sweep wrote beside summary.json
+    assert stored["importance"] == experiment_report["importance"]
+
+
+def test_an_optuna_sweeps_fanova_importance_is_shown_beside_the_rank_correlation(experiment, tmp_path):
+    copy = shutil.copytree(experiment, tmp_path / "sweep")
+    search = json.loads((copy / "search.json").read_text())
+    (copy / "search.json").write_text(json.dumps({**search, "fanova": {"optim.d.lr": 0.9, "model.g_activation": 0.1}}))
+    result = write_report(str(copy), tmp_path / "out")
+    assert result["fanova"] == {"optim.d.lr": 0.9, "model.g_activation": 0.1}
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "fANOVA importance (optuna)" in page and "<td>0.9</td>" in page
+
+
+def test_best_so_far_never_rises_and_cost_only_grows():
+    from raygan.report import search_progress
+
+    fids = [50.0, None, 30.0, 40.0, 10.0, 12.0]
+    rows = [{"trial": f"t{i}", "order": i, "best_fid": fid, "trained_s": 5.0 * (i + 1)} for i, fid in enumerate(fids)]
+    progress = search_progress(list(reversed(rows)))  # input order does not matter: "order" does
+    assert [p["best_fid"] for p in progress] == [50.0, 50.0, 30.0, 30.0, 10.0, 10.0]
+    assert [p["trained_s"] for p in progress] == [5.0, 15.0, 30.0, 50.0, 75.0, 105.0]
+
+
+def test_importance_is_the_rank_correlation_of_numeric_values_with_best_fid():
+    from raygan.report import importance
+
+    rows = [{"lr": lr, "width": w, "act": a, "best_fid": fid}
+            for lr, w, a, fid in [(1e-4, 64, "relu", 40.0), (3e-4, 32, "relu", 30.0), (1e-3, 16, "leaky", 10.0),
+                                  (2e-3, 8, "leaky", None)]]  # fmt: skip
+    assert importance(rows, ["lr", "width", "act"]) == {"lr": -1.0, "width": 1.0, "act": None}
+    assert importance(rows[:2], ["lr"]) == {"lr": None}  # two scored trials say nothing
 
 
 def test_pbt_trial_history_is_the_union_of_its_run_folders(experiment, experiment_report):

@@ -182,3 +182,280 @@ def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_in_the_summary(
         for i in (0, 1)
     ]  # fmt: skip
     assert sorted(row["trial"] for row in trial_rows(results, [], 100)) == ["b88b0_00000", "b88b0_00001"]
+
+
+# ---------------------------------------------------------------------------------------------
+# PBT's explore step, called as PBT calls it, without Ray running
+
+EDGY_SPACE = {
+    "train.ema": {"uniform": [0.99, 0.9999]},  # x1.2 would pass 1: an invalid config
+    "loss.label_smoothing": {"uniform": [0.0, 0.45]},
+    "model.d_dropout": {"quniform": [0.0, 0.6, 0.15]},
+    "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+    "model.g_layers": {"randint": [2, 5]},  # 16x16: 2..4 layers
+    "model.g_activation": {"choice": ["relu", "leaky_relu"]},
+}
+
+
+def explore_chain(scheduler_options: dict, space: dict, rounds: int, seed: int = 0) -> list[dict]:
+    """`rounds` exploits in a row, each perturbing the last config, through the scheduler raygan builds."""
+    import random
+    from types import SimpleNamespace
+
+    from raygan.tune import make_scheduler
+
+    cfg = build_config({**TINY, "tune": {"scheduler": {"name": "pbt", **scheduler_options}, "search_space": space}})
+    scheduler = make_scheduler(cfg)
+    random.seed(seed)
+    config = {"train.ema": 0.9999, "loss.label_smoothing": 0.45, "model.d_dropout": 0.6, "optim.g.lr": 1.0e-3,
+              "model.g_layers": 4, "model.g_activation": "relu"}  # every range at its top: x1.2 crosses it
+    chain = []
+    for _ in range(rounds):
+        config, _ = scheduler._get_new_config(None, SimpleNamespace(config=config))  # what PBT's exploit calls
+        chain.append(config)
+    return chain
+
+
+@pytest.mark.parametrize("options", [{"resample_probability": 0.0, "perturbation_factors": [1.2]}, {}],
+                         ids=["always-x1.2", "defaults"])  # fmt: skip
+def test_pbt_mutations_stay_inside_the_searched_ranges(options):
+    for config in explore_chain(options, EDGY_SPACE, 200):
+        assert 0.99 <= config["train.ema"] <= 0.9999
+        assert 0.0 <= config["loss.label_smoothing"] <= 0.45
+        assert config["model.d_dropout"] in (0.0, 0.15, 0.3, 0.45, 0.6)
+        assert 1.0e-4 <= config["optim.g.lr"] <= 1.0e-3
+        assert type(config["model.g_layers"]) is int and 2 <= config["model.g_layers"] <= 4
+        assert config["model.g_activation"] in ("relu", "leaky_relu")
+        build_config(TINY, config)  # the exploited trial's config is valid
+
+
+def test_pbt_layer_counts_move_to_neighbours_and_reach_every_value():
+    chain = explore_chain({"resample_probability": 0.0}, EDGY_SPACE, 100)
+    layers = [4] + [c["model.g_layers"] for c in chain]
+    assert all(abs(a - b) <= 1 for a, b in zip(layers, layers[1:])) and set(layers) == {2, 3, 4}
+
+
+def test_pbt_honours_the_ranges_given_in_hyperparam_mutations():
+    narrow = {"train.ema": {"uniform": [0.99, 0.995]}, "model.g_layers": {"choice": [3, 4]}}
+    chain = explore_chain({"hyperparam_mutations": narrow}, EDGY_SPACE, 200)
+    assert all(0.99 <= c["train.ema"] <= 0.995 and c["model.g_layers"] in (3, 4) for c in chain)
+    assert all(c["loss.label_smoothing"] == 0.45 for c in chain)  # not named in the mutations: never touched
+
+
+def test_hyperparam_mutations_are_validated_like_the_search_space(capsys):
+    mutations = '{"optim.g.lr": {"uniform": [0.0, 1.0e-3]}}'
+    code = main(["tune", "tune_configs/pbt.yaml", "--set", f'tune.scheduler={{"name": "pbt", "hyperparam_mutations": {mutations}}}'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: tune.scheduler.hyperparam_mutations.optim.g.lr: value 0.0 is invalid"), err
+
+
+def test_a_pbt_exploit_continues_only_from_a_complete_checkpoint(tmp_path):
+    from raygan.tune import complete_checkpoint
+
+    run = tmp_path / "runs" / "donor"
+
+    def checkpoint(step: int, complete: bool) -> str:
+        folder = run / f"checkpoint_{step:07d}"
+        folder.mkdir(parents=True)
+        (folder / "state.pt").write_bytes(b"x" * 10)
+        (folder / "manifest.json").write_text(json.dumps({"state.pt": 10 if complete else 11}))
+        return str(folder)
+
+    first, second, third = checkpoint(20, True), checkpoint(40, True), checkpoint(60, False)
+    assert complete_checkpoint(second) == second
+    assert complete_checkpoint(third) == second  # cut short: the newest complete one instead
+    assert complete_checkpoint(str(run / "checkpoint_0000080")) == second  # deleted by keep_checkpoints
+    for folder in (first, second):
+        Path(folder, "manifest.json").unlink()
+    with pytest.raises(RuntimeError, match="no complete checkpoint"):
+        complete_checkpoint(third)
+
+
+# ---------------------------------------------------------------------------------------------
+# searchers: validated before Ray starts, built from raygan's search-space syntax, seeded
+
+SEARCHABLE = {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_layers": {"randint": [2, 5]},
+              "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]}, "model.g_activation": {"choice": ["relu", "leaky_relu"]},
+              "train.ema": {"uniform": [0.0, 0.999]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (['tune.search_alg={"name": "hyperopt"}'], "tune.search_alg.name: 'hyperopt' is not one of: random, optuna, bohb"),
+        (['tune.search_alg={"name": "optuna", "n_trials": 3}'], "tune.search_alg.n_trials: unknown option"),
+        (["tune.search_alg.name=optuna"], "tune.search_space.optim.d.lr: grid values need search_alg random"),
+        (["tune.search_alg.name=optuna", "tune.scheduler.name=pbt", 'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}'],
+         "tune.search_alg.name: pbt draws and mutates its own configs"),
+        (["tune.search_alg.name=bohb", "tune.scheduler.name=fifo", 'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}'],
+         "tune.scheduler: fifo: search_alg bohb brings its own HyperBand"),
+    ],
+)  # fmt: skip
+def test_bad_search_algs_exit_2_naming_the_key(overrides, needle, capsys, tmp_path):
+    args = [a for o in overrides for a in ("--set", o)]
+    code = main(["tune", "tune_configs/smoke.yaml", *args, "--storage", str(tmp_path / "store")])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_missing_searcher_package_is_a_config_error_naming_it(monkeypatch):
+    import importlib.util
+
+    from raygan.errors import ConfigError
+    from raygan.tune import make_search_alg
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "hpbandster" else real(name, *a))
+    cfg = build_config({**TINY, "tune": {"search_alg": {"name": "bohb"}, "search_space": SEARCHABLE}})
+    with pytest.raises(ConfigError, match=r"tune.search_alg.name: bohb needs the package hpbandster"):
+        make_search_alg(cfg)
+
+
+@pytest.mark.parametrize("name", ["optuna", "bohb"])
+def test_searchers_take_raygan_spaces_are_seeded_and_limited_to_max_concurrent(name):
+    from raygan.tune import make_search_alg, to_tune_domain
+
+    def proposals(seed: int) -> list[dict]:
+        cfg = build_config({**TINY, "seed": seed, "tune": {"search_alg": {"name": name}, "max_concurrent": 2,
+                                                            "search_space": SEARCHABLE}})  # fmt: skip
+        searcher = make_search_alg(cfg)
+        space = {key: to_tune_domain(spec) for key, spec in SEARCHABLE.items()}
+        assert searcher.set_search_properties("fid", "min", space)
+        proposed = [searcher.suggest(f"t{i}") for i in range(3)]
+        assert proposed[2] is None  # ConcurrencyLimiter: two running trials at most
+        for i, config in enumerate(proposed[:2]):
+            searcher.on_trial_complete(f"t{i}", {"fid": 10.0 + i, "training_iteration": 1, "step": 1})
+        return proposed[:2] + [searcher.suggest("t2")]
+
+    first = proposals(0)
+    assert first == proposals(0) and first != proposals(1)
+    for config in first:
+        assert 1.0e-4 <= config["optim.g.lr"] <= 1.0e-3 and config["model.g_layers"] in (2, 3, 4)
+        assert config["model.g_activation"] in ("relu", "leaky_relu")
+
+
+def test_bohb_proposals_are_put_on_quniform_steps():
+    from raygan.tune import on_steps
+
+    assert on_steps(SEARCHABLE, {"loss.label_smoothing": 0.1234, "train.ema": 0.1234}) == {
+        "loss.label_smoothing": 0.1, "train.ema": 0.1234}
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_retries(ray_session, tmp_path, capsys):
+    """The runs' folder is taken by a file: nothing validation can see, and every trial fails on it at run time."""
+    import yaml
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "tune": {
+        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "max_failures": 1,
+        "search_space": {"optim.d.lr": {"choice": [2.0e-4, 5.0e-4]}},
+    }}))  # fmt: skip
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "runs").write_text("a file where the runs' folder goes")
+    code = main(["tune", str(config), "--storage", str(tmp_path), "--name", "sweep"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: every trial failed; the first: "), err[-5:]
+    assert "runs" in err[-1] and "Error" in err[-1], err[-1]  # what failed, not only which process
+    errors = sorted((tmp_path / "sweep").glob("trial_*/error.txt"))
+    assert len(errors) == 2 and all("Failure # 2" in e.read_text() for e in errors)  # tried twice each
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert all(row["stop_reason"].startswith("error: ") for row in summary)
+
+
+def _searcher_study(experiment: Path):
+    """The optuna study in the newest searcher state Tune saved with the experiment (None before the first)."""
+    import pickle
+
+    states = sorted(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return None
+    try:
+        return pickle.loads(states[-1].read_bytes())["_ot_study"]
+    except (EOFError, pickle.UnpicklingError):  # caught mid-write
+        return None
+
+
+@pytest.mark.slow
+def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
+    """The driver is killed once the first trial is done and told to optuna; --resume restores the study."""
+    import os
+    import signal
+    import time
+
+    import yaml
+    from optuna.trial import TrialState
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 40}, "tune": {
+        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "search_alg": {"name": "optuna"},
+        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
+    }}))  # fmt: skip
+    command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
+    experiment = tmp_path / "sweep"
+
+    def told() -> list:
+        study = _searcher_study(experiment)
+        return [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
+
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and not told():  # the first trial's FID has reached the saved searcher
+            time.sleep(1)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    first = told()
+    assert len(first) == 1, (tmp_path / "first.log").read_text()[-3000:]
+
+    with open(tmp_path / "resumed.log", "w") as log:
+        resumed = subprocess.run(command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
+                                 timeout=900)  # fmt: skip
+    assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["trials"] == 2
+    study = _searcher_study(experiment)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second told to the same study
+    assert study.trials[0].params == first[0].params and study.trials[0].value == first[0].value
+
+
+@pytest.mark.slow
+def test_bohb_pauses_and_resumes_trials_on_their_own_runs(ray_session, tmp_path):
+    """HyperBand for BOHB pauses trials at its milestones and resumes the promising ones later: each
+    resumed trial continues its own run, trains with quniform values on their steps, and keeps its best."""
+    from raygan.train.runlog import read_metrics
+
+    cfg = build_config({**TINY, "tune": {
+        "num_samples": 3, "max_concurrent": 1, "search_alg": {"name": "bohb"},
+        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+                         "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]}},
+    }})  # fmt: skip
+    result = run_sweep(cfg, "bohb", str(tmp_path))
+    runs = tmp_path / "bohb" / "runs"
+    assert len(result["rows"]) == 3 and result["failed"] == 0
+    for row in result["rows"]:
+        run = runs / row["trial"]
+        steps = [m["step"] for m in read_metrics(str(run))]
+        assert steps == list(range(20, row["last_step"] + 1, 20))  # resumed, never restarted: each step once
+        trained = json.loads(next(run.glob("checkpoint_*/config.json")).read_text())["loss"]["label_smoothing"]
+        assert row["loss.label_smoothing"] == trained and trained in (0.0, 0.1, 0.2, 0.3)
+        assert Path(row["best_checkpoint"], "generator.pt").is_file()
+    assert any(row["last_step"] == 60 for row in result["rows"])
+
+
+def test_fanova_importance_finds_the_value_that_decides_fid():
+    import random
+
+    from raygan.tune import fanova_importance
+
+    space = {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_layers": {"randint": [2, 5]},
+             "model.g_activation": {"choice": ["relu", "leaky_relu"]}}  # fmt: skip
+    draw = random.Random(0)
+    rows = []
+    for i in range(12):
+        row = {"trial": f"t{i}", "optim.g.lr": 10 ** draw.uniform(-4, -3), "model.g_layers": draw.randint(2, 4),
+               "model.g_activation": draw.choice(["relu", "leaky_relu"])}  # fmt: skip
+        rows.append({**row, "best_fid": 100 * row["optim.g.lr"] / 1.0e-3 + draw.random()})  # lr decides, noise aside
+    shares = fanova_importance(rows, space, seed=0)
+    assert set(shares) == set(space) and max(shares, key=shares.get) == "optim.g.lr" and shares["optim.g.lr"] > 0.8
+    assert fanova_importance(rows[:2], space, seed=0) is None and shares == fanova_importance(rows, space, seed=0)

@@ -131,6 +131,10 @@ class HealthMonitor:
         self.last = {"step": step, **{k: v for k, v in fired.items()}}
         return {**flags, "new_best": int(new_best), "best_fid": self.best_fid, "best_step": self.best_step}
 
+    def stop(self, reason: str) -> None:
+        """Stop for a reason outside the monitor's rules (the time budget), unless a rule already stopped the run."""
+        self.stop_reason = self.stop_reason or reason
+
     def summary(self, metrics: Optional[dict] = None) -> dict[str, Any]:
         """The `health` object of a run's result."""
         active = [c for c in CONDITIONS if self.last.get(c)]

@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
+import torch
+
+from raygan.collectives import all_reduce_mean
 from raygan.config import Config
 from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
@@ -47,8 +50,9 @@ def train_loop(
     progress: Optional[Callable[[str], None]] = None,  # rank 0's progress lines
     checkpoints: bool = True,  # False for benchmarks
     last_step: Optional[int] = None,  # default cfg.train.steps
+    time_budget_s: Optional[float] = None,  # stop once engine.trained_s reaches it, evaluated and checkpointed
 ) -> dict:
-    """Run from `engine.step` to `last_step` (or a health stop); returns where the time went, in seconds."""
+    """Run from `engine.step` to `last_step` (or a health or budget stop); returns where the time went, in seconds."""
     t = cfg.train
     last = last_step or t.steps
     step_times: list[float] = []  # data + step, per step
@@ -56,6 +60,7 @@ def train_loop(
     first_step_at = None  # wall clock, for "Ray start to first step"
     window_start, window_steps = time.perf_counter(), 0
     run_start = time.perf_counter()
+    previous_s = engine.trained_s  # a resumed run's budget counts the seconds it trained before
     while engine.step < last:
         start = time.perf_counter()
         first_batch = engine.step * t.n_critic
@@ -68,9 +73,15 @@ def train_loop(
         first_step_at = first_step_at or time.time()
         window_steps += 1
         step = engine.step
-        evaluating = evaluate is not None and is_due(step, t.eval_every, last)
-        checkpointing = checkpoints and is_due(step, t.checkpoint_every, last)
-        if not (evaluating or checkpointing or is_due(step, t.report_every, last)):
+        out_of_time = False
+        if time_budget_s is not None and is_due(step, t.report_every, last):  # ranks decide together, at a report
+            engine.trained_s = all_reduce_mean(torch.tensor(previous_s + time.perf_counter() - run_start, dtype=torch.float64)).item()
+            out_of_time = engine.trained_s >= time_budget_s
+        else:
+            engine.trained_s = previous_s + time.perf_counter() - run_start
+        evaluating = evaluate is not None and (is_due(step, t.eval_every, last) or out_of_time)  # the run is scored
+        checkpointing = checkpoints and (is_due(step, t.checkpoint_every, last) or out_of_time)
+        if not (evaluating or checkpointing or out_of_time or is_due(step, t.report_every, last)):
             continue
         elapsed = time.perf_counter() - window_start
         metrics = engine.pop_metrics()
@@ -80,13 +91,15 @@ def train_loop(
             engine.recalibrate_sampler()
             spent["eval"] += time.perf_counter() - prepare_start  # the sampler is made ready for evaluation
         metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
-        stopping = False
+        stopping = out_of_time
         if evaluating:
             eval_start = time.perf_counter()
             metrics.update(evaluate(engine))
             spent["eval"] += time.perf_counter() - eval_start
             if monitor is not None:
                 metrics.update(monitor.observe(step, metrics))
+                if out_of_time:
+                    monitor.stop(f"time budget: {engine.trained_s:.0f} s of training (train.time_budget_s {time_budget_s:g})")
                 metrics["health"] = monitor.summary(metrics)
                 stopping = monitor.stop_reason is not None
                 checkpointing = checkpoints and (checkpointing or bool(metrics["new_best"]) or stopping)
@@ -94,8 +107,10 @@ def train_loop(
             rate = (time.perf_counter() - run_start) / max(len(step_times), 1)
             progress(format_progress(step, last, metrics, rate * (last - step)))
             if stopping:
-                progress(f"stopping at step {step}: {monitor.stop_reason}")
+                reason = monitor.stop_reason if monitor is not None else "time budget"
+                progress(f"stopping at step {step}: {reason}")
         report_start = time.perf_counter()
+        metrics.update(trained_s=engine.trained_s, images_seen=step * t.batch_size)  # the run's cost so far
         report(metrics, checkpointing)
         spent["report"] += time.perf_counter() - report_start
         window_start, window_steps = time.perf_counter(), 0

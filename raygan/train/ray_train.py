@@ -133,7 +133,8 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
             ray.train.report(ray_metrics(metrics, with_checkpoint))  # the same metrics as rank 0's
 
     progress = _write_line if rank == 0 else None
-    summary = train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress)
+    summary = train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress,
+                         time_budget_s=cfg.train.time_budget_s)  # fmt: skip
     if run_log is not None:
         run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):

@@ -121,6 +121,7 @@ class GANEngine:
         self.step = 0
         self.d_skipped = 0
         self.g_skipped = 0
+        self.trained_s = 0.0  # seconds of training so far, over resumes: what train.time_budget_s limits
         self.augment_p = cfg.train.augment_p  # adapted when train.ada_target is set
         self._real_sign = torch.zeros(2, device=self.device)  # ADA: sum of sign D(real), count, since the last adjustment
         self._sums: dict[str, torch.Tensor] = {}
@@ -378,6 +379,7 @@ class GANEngine:
     def state_dict(self) -> dict[str, Any]:
         state = {
             "step": self.step,
+            "trained_s": self.trained_s,
             "d_skipped": self.d_skipped,
             "g_skipped": self.g_skipped,
             "G": unwrap(self.G).state_dict(),
@@ -398,6 +400,7 @@ class GANEngine:
         """Restore everything, then apply the current config's optimizer hyperparameters again."""
         self.step = int(state["step"])
         self.d_skipped, self.g_skipped = int(state["d_skipped"]), int(state["g_skipped"])
+        self.trained_s = float(state.get("trained_s", 0.0))  # older checkpoints did not count it
         if self.cfg.train.ada_target is not None and "augment_p" in state:  # adapted: the checkpoint's, not the start value
             self.augment_p = float(state["augment_p"])
             self._real_sign = state["real_sign"].to(self.device)
