@@ -71,6 +71,12 @@ def fuse_batchnorm(net: nn.Module) -> nn.Module:
     return net.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
+def save_float16(net: nn.Module, path: Path) -> None:
+    """The weights as shipped: float16 halves the package data; loading turns them back to float32."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path)
+
+
 def load_digits_net(path: Path = WEIGHTS) -> DigitsNet:
     net = DigitsNet()
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -129,8 +135,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(2)
     start = time.time()
     net, test_accuracy = train(args.epochs, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, args.out)
+    save_float16(net, args.out)
     shipped = load_digits_net(args.out)
     from raygan.data import digits
 
