@@ -436,7 +436,9 @@ def test_bohb_pauses_and_resumes_trials_on_their_own_runs(ray_session, tmp_path)
     for row in result["rows"]:
         run = runs / row["trial"]
         steps = [m["step"] for m in read_metrics(str(run))]
-        assert steps == list(range(20, row["last_step"] + 1, 20))  # resumed, never restarted: each step once
+        assert steps == list(range(20, steps[-1] + 1, 20))  # resumed, never restarted: each step once
+        # the run may log one evaluation past Tune's last result: the one in flight when HyperBand stopped it
+        assert row["last_step"] in steps[-2:]
         trained = json.loads(next(run.glob("checkpoint_*/config.json")).read_text())["loss"]["label_smoothing"]
         assert row["loss.label_smoothing"] == trained and trained in (0.0, 0.1, 0.2, 0.3)
         assert Path(row["best_checkpoint"], "generator.pt").is_file()
