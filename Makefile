@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast venv browser clean
+.PHONY: run test test-fast lint venv browser clean
 
 # torch goes first and alone: any other torch spec would pull several GB of CUDA wheels.
 $(STAMP): pyproject.toml constraints.txt
@@ -24,10 +24,15 @@ browser:
 run: $(STAMP)
 	$(BIN)/python -m raygan.tune tune_configs/default.yaml
 
-test: $(STAMP) browser
+# ruff (configured in pyproject.toml) keeps the style: `ruff format .` and `ruff check --fix .` apply it.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest tests -m "not slow"
 
 clean:

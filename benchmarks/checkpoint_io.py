@@ -38,11 +38,19 @@ def main() -> None:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://{host}:{port}",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     boto3.client("s3").create_bucket(Bucket="raygan-bench")
-    cfg = build_config({"data": {"name": "random", "image_size": 64, "channels": 3},
-                        "model": {"g_layers": 5, "d_layers": 5, "g_width": 64, "d_width": 64}})  # fmt: skip
+    cfg = build_config(
+        {
+            "data": {"name": "random", "image_size": 64, "channels": 3},
+            "model": {"g_layers": 5, "d_layers": 5, "g_width": 64, "d_width": 64},
+        }
+    )
     engine = GANEngine(cfg, channels=3, num_classes=1, device="cpu")
     fs, run = storage.filesystem("s3://raygan-bench/runs/dcgan64", patient=True)
     saves, restores, size = [], [], 0
@@ -63,8 +71,10 @@ def main() -> None:
     finally:
         server.stop()
     print(f"checkpoint size: {size / 1e6:.1f} MB ({torch.get_num_threads()} threads)")
-    print(f"save to S3:      {statistics.median(saves):.2f} s median of {args.repeats} "
-          f"({size / 1e6 / statistics.median(saves):.0f} MB/s)")  # fmt: skip
+    print(
+        f"save to S3:      {statistics.median(saves):.2f} s median of {args.repeats} "
+        f"({size / 1e6 / statistics.median(saves):.0f} MB/s)"
+    )
     print(f"restore from S3: {statistics.median(restores):.2f} s median (find best, verify, download, load)")
 
 

@@ -38,10 +38,12 @@ def main() -> int:
     print("label     " + " ".join(f"{k:>5}" for k in range(len(result["per_class"]))))
     print("accuracy  " + " ".join(f"{100 * a:5.1f}" for a in result["per_class"]))
     met = result["accuracy"] >= TARGET_OVERALL and min(result["per_class"]) >= TARGET_CLASS
-    print(f"overall {100 * result['accuracy']:.1f}% of {args.per_class * len(result['per_class']):,} samples; "
-          f"worst class {result['worst_class']} at {100 * min(result['per_class']):.1f}% "
-          f"(targets: >= {100 * TARGET_OVERALL:.0f}% overall, >= {100 * TARGET_CLASS:.0f}% per class): "
-          f"{'met' if met else 'NOT met'}")  # fmt: skip
+    print(
+        f"overall {100 * result['accuracy']:.1f}% of {args.per_class * len(result['per_class']):,} samples; "
+        f"worst class {result['worst_class']} at {100 * min(result['per_class']):.1f}% "
+        f"(targets: >= {100 * TARGET_OVERALL:.0f}% overall, >= {100 * TARGET_CLASS:.0f}% per class): "
+        f"{'met' if met else 'NOT met'}"
+    )
     return 0 if met else 1
 
 

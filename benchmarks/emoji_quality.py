@@ -31,7 +31,6 @@ def main() -> int:
 
     import torch
 
-    from raygan import storage
     from raygan.checkpoint import load_generator
     from raygan.data import emoji
     from raygan.errors import UserError
@@ -50,7 +49,10 @@ def main() -> int:
         return 2
     size = cfg.data.image_size
     if cfg.data.name != "emoji" or size not in (16, 32, 64):
-        print(f"error: {meta['checkpoint']}: trained on {cfg.data.name} at {size}px; this check needs emoji", file=sys.stderr)
+        print(
+            f"error: {meta['checkpoint']}: trained on {cfg.data.name} at {size}px; this check needs emoji",
+            file=sys.stderr,
+        )
         return 2
     extractor = load_extractor("emoji", 3)
     train, test = emoji("train", size, cfg.data.background), emoji("test", size, cfg.data.background)
@@ -73,23 +75,30 @@ def main() -> int:
     run_folder = meta["checkpoint"].rstrip("/").rsplit("/", 1)[0]  # checkpoints sit in their run folder
     evaluations = load_run([run_folder], "run").evaluations
     last = evaluations[-1] if evaluations else {}
-    flags = sorted(k[len("health_"):] for k, v in last.items() if k.startswith("health_") and v)
+    flags = sorted(k[len("health_") :] for k, v in last.items() if k.startswith("health_") and v)
     n = len(train)
     print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, {size}x{size})")
     print(f"noise floor:          FID {floor:8.3f}  ({n} training images vs {len(test)} emoji:test)")
     print(f"blur baseline ({size // 2:>2}px): FID {half:8.3f}  (the training images at half resolution)")
     print(f"blur baseline ({size // 4:>2}px): FID {quarter:8.3f}  (a quarter)")
     print(f"run:                  FID {run:8.3f}  ({n} samples), {run / half:.2f}x the half-resolution baseline")
-    print(f"categories: KL {category_kl:.4f} from the real mix over {args.samples:,} samples; "
-          "generated / real %: " + ", ".join(f"{100 * g / fake_hist.sum():.1f}/{100 * r / real_hist.sum():.1f}"
-                                              for g, r in zip(fake_hist.tolist(), real_hist.tolist())))  # fmt: skip
+    print(
+        f"categories: KL {category_kl:.4f} from the real mix over {args.samples:,} samples; "
+        "generated / real %: "
+        + ", ".join(
+            f"{100 * g / fake_hist.sum():.1f}/{100 * r / real_hist.sum():.1f}"
+            for g, r in zip(fake_hist.tolist(), real_hist.tolist())
+        )
+    )
     if evaluations:
         print(f"health at the last evaluation (step {last['step']}): {', '.join(flags) or 'no flags'}")
     else:
         print(f"health: {run_folder} has no evaluation records (not a raygan train run), so it cannot be judged")
     met = run < half and category_kl <= TARGET_KL and bool(evaluations) and not flags
-    print(f"targets: FID below the {size // 2}px blur baseline, category KL <= {TARGET_KL}, no health flag: "
-          f"{'met' if met else 'NOT met'}")
+    print(
+        f"targets: FID below the {size // 2}px blur baseline, category KL <= {TARGET_KL}, no health flag: "
+        f"{'met' if met else 'NOT met'}"
+    )
     return 0 if met else 1
 
 

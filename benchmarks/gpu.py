@@ -64,7 +64,9 @@ def train_digits(device: str, overrides: list[str], steps: int) -> dict:
 def numerics(steps: int) -> list[dict]:
     torch.set_num_threads(8)
     reference = train_digits("cpu", [], steps)
-    rows = [{"variant": "cpu fp32", "fid": reference["fid"], "gap_d": 0.0, "gap_g": 0.0, "seconds": reference["seconds"]}]
+    rows = [
+        {"variant": "cpu fp32", "fid": reference["fid"], "gap_d": 0.0, "gap_g": 0.0, "seconds": reference["seconds"]}
+    ]
     early = slice(0, 20)
     for name, overrides in VARIANTS.items():
         run = train_digits("cuda", overrides, steps)
@@ -72,7 +74,9 @@ def numerics(steps: int) -> list[dict]:
             statistics.fmean(abs(a[i] - b[i]) for a, b in zip(run["losses"][early], reference["losses"][early]))
             for i in (0, 1)
         ]
-        assert all(all(map(torch.isfinite, map(torch.tensor, pair))) for pair in run["losses"]), f"{name}: non-finite loss"
+        assert all(all(map(torch.isfinite, map(torch.tensor, pair))) for pair in run["losses"]), (
+            f"{name}: non-finite loss"
+        )
         rows.append({"variant": name, "fid": run["fid"], "gap_d": gaps[0], "gap_g": gaps[1], "seconds": run["seconds"]})
     return rows
 
@@ -136,11 +140,18 @@ def throughput() -> list[dict]:
                     plain = None  # the plain loop has no loss scaler; fp16 is raygan's alone
                 else:
                     plain = plain_step_s(batch, "bf16" if name.startswith("bf16") else None, "channels_last" in name)
-                cfg = load_config(DCGAN64, [f"train.batch_size={batch}", "scaling.use_gpu=true", "scaling.cpus_per_worker=4", *overrides])
+                cfg = load_config(
+                    DCGAN64,
+                    [f"train.batch_size={batch}", "scaling.use_gpu=true", "scaling.cpus_per_worker=4", *overrides],
+                )
                 with tempfile.TemporaryDirectory() as storage:
                     result = bench(cfg, TIMED_STEPS, storage, name="gpu-bench")
-                row = {"batch": batch, "variant": name, "raygan_images_per_s": result["images_per_s"],
-                       "plain_images_per_s": None if plain is None else batch / plain}  # fmt: skip
+                row = {
+                    "batch": batch,
+                    "variant": name,
+                    "raygan_images_per_s": result["images_per_s"],
+                    "plain_images_per_s": None if plain is None else batch / plain,
+                }
                 rows.append(row)
                 print(_throughput_line(row), flush=True)
     finally:
@@ -152,7 +163,8 @@ def _throughput_line(row: dict) -> str:
     plain = row["plain_images_per_s"]
     ratio = f"{row['raygan_images_per_s'] / plain:.2f}x plain" if plain else "(no plain fp16 loop)"
     plain_text = f"{plain:9.0f}" if plain else "        -"
-    return f"batch {row['batch']:4d}  {row['variant']:<20s} plain {plain_text}  raygan {row['raygan_images_per_s']:9.0f} images/s  {ratio}"
+    raygan = row["raygan_images_per_s"]
+    return f"batch {row['batch']:4d}  {row['variant']:<20s} plain {plain_text}  raygan {raygan:9.0f} images/s  {ratio}"
 
 
 def main() -> int:
@@ -165,9 +177,13 @@ def main() -> int:
         return 2
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
     rows = numerics(args.steps)
-    print(f"\nnumerics: default digits model, {args.steps} steps from seed 0 (losses: mean |gap| to the CPU run, first 20 steps)")
+    print(f"\nnumerics: default digits model, {args.steps} steps from seed 0")
+    print("(losses: mean |gap| to the CPU run, first 20 steps)")
     for row in rows:
-        print(f"  {row['variant']:<20s} FID {row['fid']:6.3f}  D loss gap {row['gap_d']:.3f}  G loss gap {row['gap_g']:.3f}  {row['seconds']:.1f} s")
+        print(
+            f"  {row['variant']:<20s} FID {row['fid']:6.3f}  D loss gap {row['gap_d']:.3f}  "
+            f"G loss gap {row['gap_g']:.3f}  {row['seconds']:.1f} s"
+        )
     print("\nthroughput: dcgan64 (3.6M G / 2.8M D parameters, 64x64x3)")
     speed = throughput()
     if args.out:

@@ -56,8 +56,11 @@ def stacked_check():
 
     def check(engine) -> dict:
         r = mode_coverage(engine.sampler, STACKED_SAMPLES, device=engine.device)
-        return {"modes": r["modes_covered"], "kl": round(r["mode_kl"], 4),
-                "legibility": [round(x, 3) for x in r["legibility"]]}  # fmt: skip
+        return {
+            "modes": r["modes_covered"],
+            "kl": round(r["mode_kl"], 4),
+            "legibility": [round(x, 3) for x in r["legibility"]],
+        }
 
     return check
 
@@ -86,8 +89,11 @@ def emoji_check():
         size = engine.cfg.data.image_size
         if not state:  # emoji:test's features once, not at every check
             train, test = emoji("train", size), emoji("test", size)
-            state.update(test=extract(extractor, test.images)[0], n=len(train),
-                         real_mix=torch.bincount(train.labels, minlength=9) / len(train))  # fmt: skip
+            state.update(
+                test=extract(extractor, test.images)[0],
+                n=len(train),
+                real_mix=torch.bincount(train.labels, minlength=9) / len(train),
+            )
             state["baseline"] = fid(extract(extractor, blur(train.images, size // 2))[0])
         z, labels = fixed_latents(engine.cfg, engine.num_classes, state["n"])
         features, classes = extract(extractor, engine.generate(z, labels))  # one pass gives both
@@ -127,8 +133,14 @@ def train_variant(name: str, config: str, overrides: list[str], args: argparse.N
             continue
         engine.pop_metrics()
         engine.recalibrate_sampler()
-        row = {"variant": name, "overrides": overrides, "step": engine.step, **check(engine),
-               "s_per_step": round(training_s / engine.step, 4), "wall_s": round(time.monotonic() - start)}  # fmt: skip
+        row = {
+            "variant": name,
+            "overrides": overrides,
+            "step": engine.step,
+            **check(engine),
+            "s_per_step": round(training_s / engine.step, 4),
+            "wall_s": round(time.monotonic() - start),
+        }
         if args.save:  # a raygan checkpoint: benchmarks/stacked_modes.py and digits_fid.py read it
             write_checkpoint(Path(args.save) / name / checkpoint_name(engine.step), engine, cfg, row)
         results.put(row)
@@ -139,8 +151,14 @@ def train_variant(name: str, config: str, overrides: list[str], args: argparse.N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the recipe, a raygan train config")
-    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "OVERRIDE"),
-                        help="a name and the dotted-key overrides that make it (none: the recipe)")  # fmt: skip
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar=("NAME", "OVERRIDE"),
+        help="a name and the dotted-key overrides that make it (none: the recipe)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per variant")
     parser.add_argument("--steps", type=int, help="default: the recipe's train.steps")
@@ -152,8 +170,10 @@ def main() -> int:
 
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    processes = [context.Process(target=train_variant, args=(name, args.config, overrides, args, results))
-                 for name, *overrides in args.variant]  # fmt: skip
+    processes = [
+        context.Process(target=train_variant, args=(name, args.config, overrides, args, results))
+        for name, *overrides in args.variant
+    ]
     for p in processes:
         p.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the variants too

@@ -21,7 +21,10 @@ from pathlib import Path
 CONFIG = {  # digits_cgan's model at the digits' native 8x8 (3-layer nets, as digits_fid): minutes, not 12
     "data": {"name": "digits", "image_size": 8},
     "model": {"latent_dim": 64, "g_layers": 3, "d_layers": 3, "g_width": 64, "d_width": 64, "conditional": True},
-    "optim": {"g": {"name": "adam", "lr": 4.0e-4, "betas": [0.5, 0.999]}, "d": {"name": "adam", "lr": 2.0e-4, "betas": [0.5, 0.999]}},
+    "optim": {
+        "g": {"name": "adam", "lr": 4.0e-4, "betas": [0.5, 0.999]},
+        "d": {"name": "adam", "lr": 2.0e-4, "betas": [0.5, 0.999]},
+    },
     "train": {"batch_size": 64, "ema": 0.999, "augment": ["translation"]},
 }
 TRUNCATIONS = (1.0, 0.7, 0.4)
@@ -60,13 +63,12 @@ def main() -> int:
 
     import torch
 
-    from raygan.checkpoint import load_generator
+    from raygan.checkpoint import load_generator, read_config, resolve_checkpoint
     from raygan.cli import main as raygan
-    from raygan.checkpoint import read_config, resolve_checkpoint
     from raygan.metrics.compare import image_metrics, load_images
     from raygan.metrics.evaluator import fixed_latents
-    from raygan.train.step import generate
     from raygan.sampling import draw_latents, write_walk
+    from raygan.train.step import generate
 
     torch.set_num_threads(2)
     out = Path(args.out)
@@ -75,13 +77,27 @@ def main() -> int:
         checkpoint = args.checkpoint or str(train(args.steps, Path(args.keep or scratch)))
         for psi in TRUNCATIONS:
             name = out / f"classes_psi{psi:g}".replace(".", "")
-            raygan(["sample", checkpoint, "--grid-classes", "--num", str(COLUMNS), "--seed", str(SEED),
-                    "--truncation", str(psi), "--out", str(name)])  # fmt: skip
+            raygan(
+                [
+                    "sample",
+                    checkpoint,
+                    "--grid-classes",
+                    "--num",
+                    str(COLUMNS),
+                    "--seed",
+                    str(SEED),
+                    "--truncation",
+                    str(psi),
+                    "--out",
+                    str(name),
+                ]
+            )
             name.with_suffix(".npz").unlink()  # the README shows the grid only
         G, _, meta = load_generator(checkpoint)
         keyframes = draw_latents(COLUMNS, LATENT_DIM, SEED, keyframes=4)
-        walk = write_walk(G, keyframes, out / "walk.gif", meta["num_classes"], grid_classes=True, frames_per_segment=10,
-                          min_side=8)  # fmt: skip
+        walk = write_walk(
+            G, keyframes, out / "walk.gif", meta["num_classes"], grid_classes=True, frames_per_segment=10, min_side=8
+        )
         print(f"wrote {out / 'walk.gif'} ({walk['frames']} frames of {walk['width']}x{walk['height']})")
         real, _ = load_images("digits:test", None, CONFIG["data"]["image_size"])
         z, labels = fixed_latents(read_config(resolve_checkpoint(checkpoint)), meta["num_classes"], 2000)

@@ -36,8 +36,16 @@ def run_sweep(storage: Path, name: str) -> None:
     if (experiment_folder(storage, name) / "summary.json").exists():
         print(f"{name}: already run ({experiment_folder(storage, name)})", flush=True)
         return
-    command = [sys.executable, "-m", "raygan.tune", str(ROOT / "tune_configs" / f"{name}.yaml"),
-               "--name", f"source-{name}", "--storage", str(storage)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "raygan.tune",
+        str(ROOT / "tune_configs" / f"{name}.yaml"),
+        "--name",
+        f"source-{name}",
+        "--storage",
+        str(storage),
+    ]
     print(f"{name}: {' '.join(command)}", flush=True)
     subprocess.run(command, check=True)
 
@@ -69,21 +77,36 @@ def short_names(keys: list[str]) -> dict[str, str]:
 def table(storage: Path, name: str) -> str:
     folder = experiment_folder(storage, name)
     rows = json.loads((folder / "summary.json").read_text())
-    searched = [key for key in rows[0] if key not in
-                ("trial", "best_fid", "best_step", "last_step", "health", "stop_reason", "best_checkpoint")]  # fmt: skip
+    searched = [
+        key
+        for key in rows[0]
+        if key not in ("trial", "best_fid", "best_step", "last_step", "health", "stop_reason", "best_checkpoint")
+    ]
     label = short_names(searched)
-    header = ["setting", "best FID (step)", "steps run", "flags raised (first step)", "health at end", "modes, diversity at end"]
+    header = [
+        "setting",
+        "best FID (step)",
+        "steps run",
+        "flags raised (first step)",
+        "health at end",
+        "modes, diversity at end",
+    ]
     lines = [f"**{name}** ({SWEEPS[name]})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         last = last_metrics(folder / "runs" / row["trial"])
         health = last.get("health") or {}
         setting = ", ".join(f"{label[key]} {row[key]}" for key in searched)
         fid = "-" if row["best_fid"] is None else f"{row['best_fid']:.2f} ({row['best_step']})"
-        coverage = (f"{last['modes_covered']}/{last['modes_total']}, {last['diversity']:.2f}"
-                    if "modes_covered" in last else "-")  # fmt: skip
+        coverage = (
+            f"{last['modes_covered']}/{last['modes_total']}, {last['diversity']:.2f}"
+            if "modes_covered" in last
+            else "-"
+        )
         mark = " **(winner)**" if i == 0 and row["best_fid"] is not None else ""
-        lines.append(f"| {setting}{mark} | {fid} | {row['last_step']} | {flags_raised(health)} | "
-                     f"{health.get('status', '-')} | {coverage} |")
+        lines.append(
+            f"| {setting}{mark} | {fid} | {row['last_step']} | {flags_raised(health)} | "
+            f"{health.get('status', '-')} | {coverage} |"
+        )
     return "\n".join(lines)
 
 

@@ -36,22 +36,28 @@ def main() -> int:
     G, cfg, meta = load_generator(args.checkpoint)
     if cfg.data.name != "stacked-digits" or cfg.model.conditional:
         what = "a conditional model" if cfg.model.conditional else f"trained on {cfg.data.name}"
-        print(f"error: {meta['checkpoint']}: {what}; the mode check needs unconditional stacked digits", file=sys.stderr)
+        print(
+            f"error: {meta['checkpoint']}: {what}; the mode check needs unconditional stacked digits", file=sys.stderr
+        )
         return 2
     real = dataset_from_spec("stacked-digits:test", cfg.data.image_size)
     floor = image_modes(real.batch(torch.arange(min(args.samples, len(real))))[0])
     result = mode_coverage(G, args.samples)
     print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, FID {meta.get('fid') or float('nan'):.3f})")
     for name, r in (("real stacked-digits:test", floor), ("generated", result)):
-        print(f"{name:>24}: {r['modes_covered']:4d} / {r['modes_total']} modes in {r['samples']:,} images, "
-              f"KL from uniform {r['mode_kl']:.3f}, commonest mode {r['most_common']} times")  # fmt: skip
+        print(
+            f"{name:>24}: {r['modes_covered']:4d} / {r['modes_total']} modes in {r['samples']:,} images, "
+            f"KL from uniform {r['mode_kl']:.3f}, commonest mode {r['most_common']} times"
+        )
     print(f"digit shares per channel (%):  {' '.join(f'{d:>5}' for d in range(10))}   KL from uniform")
     for name, r in (("real", floor), ("generated", result)):
         for channel, (shares, kl) in enumerate(zip(r["digit_mix"], r["digit_mix_kl"])):
             print(f"{name:>19} channel {channel}  {' '.join(f'{100 * x:5.1f}' for x in shares)}   {kl:.3f}")
     for name, r in (("real", floor), ("generated", result)):
-        print(f"{name:>24}: the digits network's median confidence in its reading, per channel: "
-              + ", ".join(f"{x:.2f}" for x in r["legibility"]))
+        print(
+            f"{name:>24}: the digits network's median confidence in its reading, per channel: "
+            + ", ".join(f"{x:.2f}" for x in r["legibility"])
+        )
     met = result["modes_covered"] >= TARGET_MODES and result["mode_kl"] <= TARGET_KL
     print(f"targets: >= {TARGET_MODES} modes, KL <= {TARGET_KL}: {'met' if met else 'NOT met'}")
     return 0 if met else 1

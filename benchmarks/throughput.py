@@ -143,8 +143,13 @@ def eval_speed() -> dict:
             start = time.perf_counter()
             metrics = evaluate(engine)
             times.append(time.perf_counter() - start)
-    return {"eval_s": statistics.median(times), "real_stats_first_s": computing, "real_stats_cached_s": cached,
-            "samples": EVAL_SAMPLES, "fid_untrained": metrics["fid"]}  # fmt: skip
+    return {
+        "eval_s": statistics.median(times),
+        "real_stats_first_s": computing,
+        "real_stats_cached_s": cached,
+        "samples": EVAL_SAMPLES,
+        "fid_untrained": metrics["fid"],
+    }
 
 
 # -- raygan, through the bench code path ------------------------------------------------------------
@@ -154,8 +159,14 @@ def raygan_bench(config: Path, steps: int, workers: int, cpus: int, per_worker_b
     from raygan.config import load_config
     from raygan.train.ray_train import bench
 
-    cfg = load_config(config, [f"scaling.num_workers={workers}", f"scaling.cpus_per_worker={cpus}",
-                               f"train.batch_size={per_worker_batch * workers}"])  # fmt: skip
+    cfg = load_config(
+        config,
+        [
+            f"scaling.num_workers={workers}",
+            f"scaling.cpus_per_worker={cpus}",
+            f"train.batch_size={per_worker_batch * workers}",
+        ],
+    )
     with tempfile.TemporaryDirectory(prefix="raygan-bench-") as storage:
         return bench(cfg, steps, storage, name="bench")
 
@@ -169,12 +180,22 @@ def child(*args: str) -> dict:
 def train_run(storage: str) -> dict:
     """`raygan train` on the default model as a user starts it (its own Ray): time split and startup."""
     config = MODELS["digits32"][0]
-    args = ["train", str(config), "--storage", storage, "--name", "bench-run", "--set", "train.steps=600",
-            "--set", "scaling.cpus_per_worker=2", "--json"]  # fmt: skip
+    args = [
+        "train",
+        str(config),
+        "--storage",
+        storage,
+        "--name",
+        "bench-run",
+        "--set",
+        "train.steps=600",
+        "--set",
+        "scaling.cpus_per_worker=2",
+        "--json",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                         env=env)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "raygan.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     line = next(line for line in out.stdout.splitlines() if line.startswith("time: "))
@@ -188,8 +209,12 @@ def compare(models: list[str], rounds: int) -> dict:
     import ray
 
     variants = {  # name -> (workers, cpus per worker), or the plain loop's flags (its own process)
-        "plain": [], "examples": ["--textbook"], "raygan 1x2": (1, 2), "raygan 1x1": (1, 1), "raygan 2x1": (2, 1),
-    }  # fmt: skip
+        "plain": [],
+        "examples": ["--textbook"],
+        "raygan 1x2": (1, 2),
+        "raygan 1x1": (1, 1),
+        "raygan 2x1": (2, 1),
+    }
     results: dict = {}
     ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
@@ -200,7 +225,9 @@ def compare(models: list[str], rounds: int) -> dict:
             for r in range(rounds):
                 for name, shape in variants.items():
                     if isinstance(shape, list):
-                        step_s = child("--plain", str(config), "--steps", str(steps), "--threads", "2", *shape)["step_s"]
+                        step_s = child("--plain", str(config), "--steps", str(steps), "--threads", "2", *shape)[
+                            "step_s"
+                        ]
                         runs[name].append({"step_s": step_s, "images_per_s": batch / step_s, "workers": 1})
                     else:
                         runs[name].append(raygan_bench(config, steps, *shape, per_worker_batch=batch))
@@ -211,9 +238,11 @@ def compare(models: list[str], rounds: int) -> dict:
                 "images_per_s": median,
                 "single_vs_plain": median["raygan 1x2"] / median["plain"],
                 "two_workers_vs_one": median["raygan 2x1"] / median["raygan 1x1"],
-                "startup_s": statistics.median(run["startup_s"] for rs in runs.values() for run in rs if "startup_s" in run),
+                "startup_s": statistics.median(
+                    run["startup_s"] for rs in runs.values() for run in rs if "startup_s" in run
+                ),
                 "params": (runs["raygan 1x1"][0]["params_G"], runs["raygan 1x1"][0]["params_D"]),
-            }  # fmt: skip
+            }
     finally:
         ray.shutdown()
     return results
@@ -263,25 +292,38 @@ def main() -> None:
 
 def print_table(f: dict) -> None:
     rates = f["rates"]
-    print(f"\nmachine: {f['machine']}; fp32 matmul {rates['matmul_1t'] / 1e9:.0f} GFLOP/s on 1 thread, "
-          f"{rates['matmul_2t'] / 1e9:.0f} on 2")  # fmt: skip
-    header = (f"{'model':<9} {'examples':>8} {'plain':>7} {'1x2':>7} {'1x2/plain':>9} {'1x1':>7} {'2x1':>7} "
-              f"{'2x1/1x1':>8} {'plain % matmul':>14}")  # fmt: skip
+    print(
+        f"\nmachine: {f['machine']}; fp32 matmul {rates['matmul_1t'] / 1e9:.0f} GFLOP/s on 1 thread, "
+        f"{rates['matmul_2t'] / 1e9:.0f} on 2"
+    )
+    header = (
+        f"{'model':<9} {'examples':>8} {'plain':>7} {'1x2':>7} {'1x2/plain':>9} {'1x1':>7} {'2x1':>7} "
+        f"{'2x1/1x1':>8} {'plain % matmul':>14}"
+    )
     print(header + "\n" + "-" * len(header))
     for model, m in f["models"].items():
         ips = m["images_per_s"]
         plain_rate = rates["flops"][model] * ips["plain"] / 64 / rates["matmul_2t"]
-        print(f"{model:<9} {ips['examples']:8.1f} {ips['plain']:7.1f} {ips['raygan 1x2']:7.1f} {m['single_vs_plain']:8.3f}x "
-              f"{ips['raygan 1x1']:7.1f} {ips['raygan 2x1']:7.1f} {m['two_workers_vs_one']:7.2f}x {100 * plain_rate:13.0f}%")  # fmt: skip
-    print("images/s; examples = pytorch/examples' loop; 1x2 = 1 worker of 2 CPUs; 2x1 = 2 workers of 1 CPU "
-          "(64 images per worker per step)")  # fmt: skip
+        print(
+            f"{model:<9} {ips['examples']:8.1f} {ips['plain']:7.1f} {ips['raygan 1x2']:7.1f} "
+            f"{m['single_vs_plain']:8.3f}x {ips['raygan 1x1']:7.1f} {ips['raygan 2x1']:7.1f} "
+            f"{m['two_workers_vs_one']:7.2f}x {100 * plain_rate:13.0f}%"
+        )
+    print(
+        "images/s; examples = pytorch/examples' loop; 1x2 = 1 worker of 2 CPUs; 2x1 = 2 workers of 1 CPU "
+        "(64 images per worker per step)"
+    )
     print("targets: 1x2/plain >= 0.97, 2x1/1x1 >= 1.8")
     for model, m in f["models"].items():
-        print(f"{model}: {rates['flops'][model] / 1e9:.2f} GFLOP per step; G {m['params'][0]:,} / D {m['params'][1]:,} "
-              f"parameters; bench start to first step {m['startup_s']:.1f} s (Ray already up)")  # fmt: skip
+        print(
+            f"{model}: {rates['flops'][model] / 1e9:.2f} GFLOP per step; G {m['params'][0]:,} / D {m['params'][1]:,} "
+            f"parameters; bench start to first step {m['startup_s']:.1f} s (Ray already up)"
+        )
     e = f["eval"]
-    print(f"evaluation: FID/KID on {e['samples']:,} samples {e['eval_s']:.2f} s (target <= 5 s); real statistics "
-          f"{e['real_stats_first_s']:.2f} s the first time, {e['real_stats_cached_s']:.2f} s from the cache")  # fmt: skip
+    print(
+        f"evaluation: FID/KID on {e['samples']:,} samples {e['eval_s']:.2f} s (target <= 5 s); real statistics "
+        f"{e['real_stats_first_s']:.2f} s the first time, {e['real_stats_cached_s']:.2f} s from the cache"
+    )
     if "train" in f:
         print(f"raygan train, 600 steps, wall {f['train']['wall_s']:.0f} s: {f['train']['timing_line']}")
 

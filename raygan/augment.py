@@ -65,8 +65,14 @@ def color(images: torch.Tensor, generator: torch.Generator, global_batch: int, r
 AUGMENTS = {"translation": translation, "cutout": cutout, "color": color}
 
 
-def augment(images: torch.Tensor, names: tuple[str, ...], generator: torch.Generator, global_batch: int,
-            rows: slice, p: float = 1.0) -> torch.Tensor:  # fmt: skip
+def augment(
+    images: torch.Tensor,
+    names: tuple[str, ...],
+    generator: torch.Generator,
+    global_batch: int,
+    rows: slice,
+    p: float = 1.0,
+) -> torch.Tensor:
     """`names` applied in order, each to an image with probability `p`; draws are made for the whole
     global batch so every rank agrees."""
     for name in names:

@@ -21,7 +21,7 @@ import io
 import json
 import pickle
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +39,14 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint_{step:07d}"
 
 
-def write_checkpoint(folder: Path, engine, cfg: Config, meta: dict[str, Any], extra_state: Optional[dict] = None,
-                     grid_png: Optional[bytes] = None) -> Path:  # fmt: skip
+def write_checkpoint(
+    folder: Path,
+    engine,
+    cfg: Config,
+    meta: dict[str, Any],
+    extra_state: dict | None = None,
+    grid_png: bytes | None = None,
+) -> Path:
     """`extra_state` joins the engine's state in state.pt (the health monitor's history, say)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
@@ -60,7 +66,7 @@ def upload_order(folder: Path) -> list[Path]:
     return sorted(folder.iterdir(), key=lambda p: (p.name == MANIFEST, p.name))
 
 
-def safe_load(source: Union[Path, str, bytes], name: Optional[str] = None) -> Any:
+def safe_load(source: Path | str | bytes, name: str | None = None) -> Any:
     """torch.load that only accepts tensors and plain containers; anything else is bad input."""
     name = name or str(source)
     try:
@@ -104,15 +110,17 @@ def is_complete(checkpoint: str) -> bool:
     return all(present.get(name) == size for name, size in expected.items())
 
 
-def list_checkpoints(run: Union[str, Path], complete_only: bool = True) -> list[str]:
+def list_checkpoints(run: str | Path, complete_only: bool = True) -> list[str]:
     """Checkpoint folders of a run, oldest step first (complete ones only, unless asked)."""
     run = str(run)
-    names = sorted(n for n, size in storage.sizes(run, files_only=False).items() if n.startswith("checkpoint_") and size < 0)
+    names = sorted(
+        n for n, size in storage.sizes(run, files_only=False).items() if n.startswith("checkpoint_") and size < 0
+    )
     found = [storage.join(run, n) for n in names]
     return [c for c in found if is_complete(c)] if complete_only else found
 
 
-def best_checkpoint(run: Union[str, Path]) -> Optional[str]:
+def best_checkpoint(run: str | Path) -> str | None:
     """The complete checkpoint with the lowest FID; the latest where none is scored (has an FID) yet."""
     checkpoints = list_checkpoints(run)
     if not checkpoints:
@@ -170,8 +178,9 @@ def pull(source: str, dest: str) -> Path:
     target = Path(dest).expanduser() / checkpoint.rstrip("/").rsplit("/", 1)[-1]
     target.mkdir(parents=True, exist_ok=True)
     fs, path = storage.filesystem(checkpoint)
-    pyarrow.fs.copy_files(path, str(target.resolve()), source_filesystem=fs,
-                          destination_filesystem=pyarrow.fs.LocalFileSystem())  # fmt: skip
+    pyarrow.fs.copy_files(
+        path, str(target.resolve()), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem()
+    )
     if not is_complete(str(target)):
         raise RuntimeError(f"{checkpoint}: the copy in {target} does not match its manifest")
     return target

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -38,8 +38,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _common_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.steps=100 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.steps=100 (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
@@ -62,33 +68,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="images from a checkpoint or a run's best checkpoint")
     sample.add_argument("checkpoint", help="checkpoint folder or run folder")
-    sample.add_argument("--num", type=int, help="number of images (default 64); with --grid-classes, images per "
-                        "class (default 8); with --interpolate, walks side by side (default 16)")  # fmt: skip
+    sample.add_argument(
+        "--num",
+        type=int,
+        help="number of images (default 64); with --grid-classes, images per "
+        "class (default 8); with --interpolate, walks side by side (default 16)",
+    )
     sample.add_argument("--label", type=int, help="class to draw (conditional models); default: all classes in turn")
-    sample.add_argument("--grid-classes", action="store_true",
-                        help="conditional models: a row per class, the columns sharing a latent")
-    sample.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
-                        help="0 < PSI <= 1: latents times PSI, toward the mean latent (1: plain sampling)")
-    sample.add_argument("--interpolate", type=int, metavar="K",
-                        help="write OUT.gif instead: each image's latent walks through K keyframes (slerp) and back")
-    sample.add_argument("--frames", type=int, help="with --interpolate: frames from one keyframe to the next (default 16)")
+    sample.add_argument(
+        "--grid-classes", action="store_true", help="conditional models: a row per class, the columns sharing a latent"
+    )
+    sample.add_argument(
+        "--truncation",
+        type=float,
+        default=1.0,
+        metavar="PSI",
+        help="0 < PSI <= 1: latents times PSI, toward the mean latent (1: plain sampling)",
+    )
+    sample.add_argument(
+        "--interpolate",
+        type=int,
+        metavar="K",
+        help="write OUT.gif instead: each image's latent walks through K keyframes (slerp) and back",
+    )
+    sample.add_argument(
+        "--frames", type=int, help="with --interpolate: frames from one keyframe to the next (default 16)"
+    )
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels); "
-                        "with --interpolate, OUT.gif")  # fmt: skip
+    sample.add_argument(
+        "--out", required=True, help="writes OUT.png (grid) and OUT.npz (images, labels); with --interpolate, OUT.gif"
+    )
 
     export = commands.add_parser("export", help="the sampling generator as a file that loads without raygan")
-    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN", help="checkpoint or run folder (its best), local or s3://")
-    export.add_argument("--format", required=True, choices=["torchscript", "onnx"],
-                        help="torchscript (torch.jit.load) or onnx (onnxruntime)")
+    export.add_argument(
+        "checkpoint", metavar="CHECKPOINT_OR_RUN", help="checkpoint or run folder (its best), local or s3://"
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=["torchscript", "onnx"],
+        help="torchscript (torch.jit.load) or onnx (onnxruntime)",
+    )
     export.add_argument("--out", required=True, help="the file to write, local or s3://")
     export.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
     fid = commands.add_parser("fid", help="FID / KID / precision, recall, density, coverage between two image sources")
-    fid.add_argument("--real", required=True, metavar="SPEC",
-                     help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run")
+    fid.add_argument(
+        "--real",
+        required=True,
+        metavar="SPEC",
+        help="digits, digits:test, stacked-digits[:test], a folder, an .npz, or a checkpoint/run",
+    )
     fid.add_argument("--fake", required=True, metavar="SPEC", help="same kinds as --real")
-    fid.add_argument("--features", help="digits | emoji | inception | a TorchScript file "
-                     "(default: a checkpoint's eval.features, emoji for emoji, else digits)")
+    fid.add_argument(
+        "--features",
+        help="digits | emoji | inception | a TorchScript file "
+        "(default: a checkpoint's eval.features, emoji for emoji, else digits)",
+    )
     fid.add_argument("--inception-weights", help="local InceptionV3 weights (features inception)")
     fid.add_argument("--num", type=int, help="images per side (default: all; 2000 samples from a checkpoint)")
     fid.add_argument("--json", action="store_true")
@@ -108,13 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, help="override scaling.num_workers")
 
     report = commands.add_parser("report", help="curves, grids and a progress GIF of a run; a sweep's trials")
-    report.add_argument("path", metavar="RUN_OR_EXPERIMENT", help="a run or a sweep's experiment folder, local or s3://")
+    report.add_argument(
+        "path", metavar="RUN_OR_EXPERIMENT", help="a run or a sweep's experiment folder, local or s3://"
+    )
     report.add_argument("--out", required=True, help="folder for index.html and the figures (created)")
     report.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     return parser
 
 
-def _load(args, extra: Optional[dict] = None) -> Config:
+def _load(args, extra: dict | None = None) -> Config:
     overrides = list(args.overrides)
     if getattr(args, "storage", None):
         overrides.append(f"storage.path={json.dumps(args.storage)}")
@@ -160,10 +198,10 @@ def cmd_train(args) -> int:
     name = _run_name(args)
     if args.dry_run:
         return _print_resolved(cfg)
+    from ray.train import TrainingFailedError
+
     from raygan.train.loop import format_timing
     from raygan.train.ray_train import fit
-
-    from ray.train import TrainingFailedError
 
     _preflight(cfg)
     root = storage_root(cfg)
@@ -180,8 +218,10 @@ def cmd_train(args) -> int:
     print(f"run: {run}")
     print(f"checkpoints: {latest}" + ("" if best == latest else f" (best: {best})"))
     if metrics.get("best_fid") is not None:
-        print(f"best FID {metrics['best_fid']:.3f} at step {metrics.get('best_step')}; health: {health.get('status')}"
-              + (f"; stopped: {health['stop_reason']}" if health.get("stop_reason") else ""))  # fmt: skip
+        print(
+            f"best FID {metrics['best_fid']:.3f} at step {metrics.get('best_step')}; health: {health.get('status')}"
+            + (f"; stopped: {health['stop_reason']}" if health.get("stop_reason") else "")
+        )
     if result.return_value:
         print(format_timing(result.return_value))
     if args.json:
@@ -220,7 +260,9 @@ def cmd_tune(args) -> int:
     print(format_table(result["rows"], result["searched"]))
     print(f"experiment: {result['experiment']} (summary.csv, summary.json)")
     if result["best_fid"] is not None:
-        print(f"best FID {result['best_fid']:.3f} with {result['best_config']}; checkpoint: {result['best_checkpoint']}")
+        print(
+            f"best FID {result['best_fid']:.3f} with {result['best_config']}; checkpoint: {result['best_checkpoint']}"
+        )
     if args.json:
         _print_json({k: result[k] for k in ("experiment", "trials", "best_config", "best_fid", "best_checkpoint")})
     if result["trials"] and result["failed"] == result["trials"]:
@@ -246,10 +288,12 @@ def _uri(checkpoint) -> str:
     return uri_of(checkpoint.filesystem, checkpoint.path)
 
 
-def _best_checkpoint(result) -> Optional[str]:
+def _best_checkpoint(result) -> str | None:
     from raygan.train.ray_train import UNSCORED_FID
 
-    scored = [(m["fid"], _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid", UNSCORED_FID) < UNSCORED_FID]
+    scored = [
+        (m["fid"], _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid", UNSCORED_FID) < UNSCORED_FID
+    ]
     if scored:
         return min(scored)[1]
     return _uri(result.checkpoint) if result.checkpoint else None
@@ -280,10 +324,19 @@ def cmd_sample(args) -> int:
         out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.interpolate:
-        walk = sampling.write_walk(G, keyframes, out.with_suffix(".gif"), num_classes, args.label, args.grid_classes,
-                                   args.frames or sampling.FRAMES_PER_SEGMENT)  # fmt: skip
-        print(f"wrote {out.with_suffix('.gif')} ({walk['frames']} frames of {walk['width']}x{walk['height']}, "
-              f"{args.interpolate} keyframes, from {meta['checkpoint']})")  # fmt: skip
+        walk = sampling.write_walk(
+            G,
+            keyframes,
+            out.with_suffix(".gif"),
+            num_classes,
+            args.label,
+            args.grid_classes,
+            args.frames or sampling.FRAMES_PER_SEGMENT,
+        )
+        print(
+            f"wrote {out.with_suffix('.gif')} ({walk['frames']} frames of {walk['width']}x{walk['height']}, "
+            f"{args.interpolate} keyframes, from {meta['checkpoint']})"
+        )
         return 0
     z, labels, nrow = sampling.tiles(keyframes[0], num_classes, args.label, args.grid_classes)
     images = generate(G, z, labels)
@@ -291,7 +344,8 @@ def cmd_sample(args) -> int:
     label_array = labels.numpy() if labels is not None else np.full(len(images), -1)
     np.savez_compressed(out.with_suffix(".npz"), images=pixels, labels=label_array)
     save_grid(images, out.with_suffix(".png"), nrow=nrow)
-    print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.npz')} ({len(images)} images from {meta['checkpoint']})")
+    written = f"{out.with_suffix('.png')} and {out.with_suffix('.npz')}"
+    print(f"wrote {written} ({len(images)} images from {meta['checkpoint']})")
     return 0
 
 
@@ -314,9 +368,11 @@ def cmd_export(args) -> int:
 
     result = export_generator(args.checkpoint, args.format, args.out)
     labels = f"{result['num_classes']} labels" if result["num_classes"] else "unconditional"
-    print(f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s) from "
-          f"{result['checkpoint']}: z of {result['latent_dim']}, {labels}, "
-          f"{result['channels']}x{result['image_size']}x{result['image_size']} images in [-1, 1]")  # fmt: skip
+    print(
+        f"wrote {result['out']} ({args.format}, {result['bytes'] / 1e6:.1f} MB, {result['seconds']:.1f} s) from "
+        f"{result['checkpoint']}: z of {result['latent_dim']}, {labels}, "
+        f"{result['channels']}x{result['image_size']}x{result['image_size']} images in [-1, 1]"
+    )
     if args.json:
         _print_json(result)
     return 0
@@ -334,8 +390,15 @@ def cmd_checkpoints(args) -> int:
     if not rows:
         raise UserError(f"{args.uri}: no runs with checkpoints there")
     columns = ["run", "checkpoint", "step", "fid", "best", "size_mb", "complete"]
-    shown = [{**row, "fid": "unscored" if row["fid"] is None else row["fid"], "best": "*" if row["best"] else "",
-              "complete": "yes" if row["complete"] else "NO"} for row in rows]  # fmt: skip
+    shown = [
+        {
+            **row,
+            "fid": "unscored" if row["fid"] is None else row["fid"],
+            "best": "*" if row["best"] else "",
+            "complete": "yes" if row["complete"] else "NO",
+        }
+        for row in rows
+    ]
     table = [columns] + [[_cell(row[c]) for c in columns] for row in shown]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for line in table:
@@ -355,11 +418,17 @@ def checkpoint_rows(uri: str) -> list[dict[str, Any]]:
         best = checkpoint.best_checkpoint(run)
         for path in checkpoint.list_checkpoints(run, complete_only=False):
             meta = checkpoint.read_meta(path)
-            rows.append({
-                "run": run, "checkpoint": path.rsplit("/", 1)[-1], "step": meta.get("step"), "fid": meta.get("fid"),
-                "best": path == best, "size_mb": round(sum(storage.sizes(path).values()) / 1e6, 2),
-                "complete": checkpoint.is_complete(path),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "run": run,
+                    "checkpoint": path.rsplit("/", 1)[-1],
+                    "step": meta.get("step"),
+                    "fid": meta.get("fid"),
+                    "best": path == best,
+                    "size_mb": round(sum(storage.sizes(path).values()) / 1e6, 2),
+                    "complete": checkpoint.is_complete(path),
+                }
+            )
     return rows
 
 
@@ -401,12 +470,25 @@ def cmd_fid(args) -> int:
         raise UserError(f"--num: must be at least 2, got {args.num}")
     result = fid_between(args.real, args.fake, args.features, args.num, args.inception_weights)
     print(f"FID {result['fid']:.3f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  MiFID {result['mifid']:.3f}")
-    print(f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  density {result['density']:.3f}  "
-          f"coverage {result['coverage']:.3f}  ({result['prdc_samples']} images per side, k=5)")
+    print(
+        f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  density {result['density']:.3f}  "
+        f"coverage {result['coverage']:.3f}  ({result['prdc_samples']} images per side, k=5)"
+    )
     print(f"  real: {result['real']}\n  fake: {result['fake']}")
     if args.json:
-        keys = ("fid", "kid", "kid_std", "mifid", "precision", "recall", "density", "coverage", "prdc_samples",
-                "num_real", "num_fake")  # fmt: skip
+        keys = (
+            "fid",
+            "kid",
+            "kid_std",
+            "mifid",
+            "precision",
+            "recall",
+            "density",
+            "coverage",
+            "prdc_samples",
+            "num_real",
+            "num_fake",
+        )
         _print_json({k: result[k] for k in keys})
     return 0
 
@@ -417,19 +499,29 @@ def cmd_report(args) -> int:
     result = write_report(args.path, args.out)
     top = [name for name in result["files"] if "/" not in name]
     trials = {name.split("/")[1] for name in result["files"] if name.startswith("trials/")}
-    print(f"wrote {len(result['files'])} files to {result['out']}: {', '.join(top)}"
-          + (f", and a report per trial in trials/ ({len(trials)} trials)" if trials else ""))  # fmt: skip
+    print(
+        f"wrote {len(result['files'])} files to {result['out']}: {', '.join(top)}"
+        + (f", and a report per trial in trials/ ({len(trials)} trials)" if trials else "")
+    )
     print(f"open {result['out']}/index.html")
     if args.json:
         _print_json(result)
     return 0
 
 
-COMMANDS = {"checkpoints": cmd_checkpoints, "train": cmd_train, "tune": cmd_tune, "sample": cmd_sample, "fid": cmd_fid, "bench": cmd_bench,
-            "report": cmd_report, "export": cmd_export}  # fmt: skip
+COMMANDS = {
+    "checkpoints": cmd_checkpoints,
+    "train": cmd_train,
+    "tune": cmd_tune,
+    "sample": cmd_sample,
+    "fid": cmd_fid,
+    "bench": cmd_bench,
+    "report": cmd_report,
+    "export": cmd_export,
+}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

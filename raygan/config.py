@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -25,11 +25,13 @@ from raygan.errors import ConfigError
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"  # digits | stacked-digits | emoji | random | folder | npz
-    path: Optional[str] = None  # folder of images or .npz file (local or s3://); folder/npz only
+    path: str | None = None  # folder of images or .npz file (local or s3://); folder/npz only
     image_size: int = 32  # power of two, 8..256 (emoji: 16, 32 or 64); images are resized to it
     channels: int = 3  # 1 | 3: random noise and folder images (converted to L or RGB)
     background: str = "white"  # white | black | gray | #rrggbb: under transparent pixels (emoji, RGBA files)
-    xflip: bool = False  # mirror each real image with probability 1/2 (a dataset twice the size, as StyleGAN's --mirror)
+    xflip: bool = (
+        False  # mirror each real image with probability 1/2 (a dataset twice the size, as StyleGAN's --mirror)
+    )
     cache: str = "auto"  # folder: memory (decoded once, exact resume) | stream (Ray Data) | auto (memory if it fits)
 
 
@@ -80,7 +82,7 @@ class OptimizerConfig:
 class OptimConfig:
     g: OptimizerConfig = field(default_factory=OptimizerConfig)
     d: OptimizerConfig = field(default_factory=OptimizerConfig)
-    critic: Optional[OptimizerConfig] = None  # combined loss's critic; null: same as d
+    critic: OptimizerConfig | None = None  # combined loss's critic; null: same as d
 
 
 @dataclass(frozen=True)
@@ -88,23 +90,27 @@ class TrainConfig:
     batch_size: int = 64  # global, split evenly over scaling.num_workers
     steps: int = 2000  # generator updates
     n_critic: int = 1  # D (critic) updates per G update, each on a fresh real batch
-    d_loss_threshold: Optional[float] = None  # D updated only while its batch loss is above this
-    g_loss_threshold: Optional[float] = None  # G updated only while its batch loss is above this
+    d_loss_threshold: float | None = None  # D updated only while its batch loss is above this
+    g_loss_threshold: float | None = None  # G updated only while its batch loss is above this
     ema: float = 0.0  # decay of an exponential moving average of G (0: off); ramps up from 0.1 over the first steps
     eval_every: int = 250  # steps between evaluations
     checkpoint_every: int = 250  # steps between checkpoints (rank 0 writes)
     keep_checkpoints: int = 3  # checkpoints kept in storage (the latest always)
     report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
-    patience: Optional[int] = None  # stop after this many evaluations without a new best FID
+    patience: int | None = None  # stop after this many evaluations without a new best FID
     stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
     augment: tuple[str, ...] = ()  # DiffAugment of all D's inputs, real and fake: translation | cutout | color
     augment_p: float = 1.0  # probability each augment transform applies to an image (with ada_target: where p starts)
-    ada_target: Optional[float] = None  # adapt augment_p so E[sign D(real)] stays at this (StyleGAN2-ADA: 0.6); null: fixed
+    ada_target: float | None = (
+        None  # adapt augment_p so E[sign D(real)] stays at this (StyleGAN2-ADA: 0.6); null: fixed
+    )
     ada_interval: int = 4  # steps between adjustments of p
     ada_kimg: float = 100.0  # thousands of images for p to go from 0 to 1 at the fastest (StyleGAN2-ADA: 500)
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
-    time_budget_s: Optional[float] = None  # stop after this many seconds of training, evaluated and checkpointed; null: no limit
-    amp: Optional[str] = None  # bf16 | fp16 on CUDA; null: full precision
+    time_budget_s: float | None = (
+        None  # stop after this many seconds of training, evaluated and checkpointed; null: no limit
+    )
+    amp: str | None = None  # bf16 | fp16 on CUDA; null: full precision
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
     compile: bool = False  # torch.compile G and D (pays on long GPU runs; the first steps compile)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
@@ -114,7 +120,7 @@ class TrainConfig:
 class EvalConfig:
     features: str = "digits"  # digits | emoji | inception | path to a TorchScript feature module
     num_samples: int = 2000  # generated images per evaluation, from fixed latents
-    inception_weights: Optional[str] = None  # local InceptionV3 FID weights for offline clusters
+    inception_weights: str | None = None  # local InceptionV3 FID weights for offline clusters
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,9 @@ class HealthConfig:
     d_win_accuracy: float = 0.99  # ... and its accuracy over this ...
     window: int = 3  # ... for this many evaluations in a row; also the non-convergence window
     fid_rise: float = 1.5  # non-convergence: FID this many times its best, `window` evaluations after it ...
-    oscillation: float = 0.5  # ... or G's loss varies this much (std / mean) over `window` evaluations without a new best
+    oscillation: float = (
+        0.5  # ... or G's loss varies this much (std / mean) over `window` evaluations without a new best
+    )
 
 
 @dataclass(frozen=True)
@@ -154,7 +162,7 @@ class TuneConfig:
     scheduler: dict = field(default_factory=lambda: {"name": "asha"})  # asha | pbt | fifo
     search_alg: dict = field(default_factory=lambda: {"name": "random"})  # random | optuna (TPE) | bohb
     search_space: dict = field(default_factory=dict)  # "dotted.key": {choice: [...]} ...
-    time_budget_s: Optional[float] = None  # the whole sweep: no new trials and running ones stopped after this
+    time_budget_s: float | None = None  # the whole sweep: no new trials and running ones stopped after this
     max_failures: int = 0  # retries of a failed trial, each from its last checkpoint (-1: without end)
 
 
@@ -330,7 +338,7 @@ def _deep_copy(d: Any) -> Any:
     return d
 
 
-def read_yaml(path: Union[str, Path]) -> dict:
+def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), "config file not found")
@@ -347,7 +355,7 @@ def read_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
-def build_config(tree: dict, overrides: Union[list[str], dict, None] = None) -> Config:
+def build_config(tree: dict, overrides: list[str] | dict | None = None) -> Config:
     """Nested dict + overrides -> validated Config."""
     if isinstance(overrides, dict):
         updates = overrides
@@ -358,7 +366,7 @@ def build_config(tree: dict, overrides: Union[list[str], dict, None] = None) -> 
     return cfg
 
 
-def load_config(path: Union[str, Path, None], overrides: Union[list[str], dict, None] = None) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> Config:
     """Read YAML (or defaults when `path` is None), apply `--set` overrides, validate."""
     return build_config(read_yaml(path) if path else {}, overrides)
 
@@ -388,7 +396,7 @@ def _check_choice(key: str, value: Any) -> None:
         raise ConfigError(key, f"{value!r} is not one of: {shown}")
 
 
-def _check_range(key: str, value: Optional[float], lo=None, hi=None, lo_open=False, hi_open=False) -> None:
+def _check_range(key: str, value: float | None, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
     if value is None:
         return
     if not math.isfinite(value):
@@ -439,9 +447,7 @@ def validate(cfg: Config) -> None:
     top = max_layers(size)
     for key, layers in (("model.g_layers", m.g_layers), ("model.d_layers", m.d_layers)):
         if not 2 <= layers <= top:
-            raise ConfigError(
-                key, f"{layers} layers cannot make {size}x{size} images (2..{top} layers fit this size)"
-            )
+            raise ConfigError(key, f"{layers} layers cannot make {size}x{size} images (2..{top} layers fit this size)")
     _check_range("model.g_width", m.g_width, 1)
     _check_range("model.d_width", m.d_width, 1)
     for key in ("model.g_activation", "model.d_activation", "model.g_norm", "model.d_norm"):
@@ -467,11 +473,14 @@ def validate(cfg: Config) -> None:
     _check_range("loss.r1_gamma", loss.r1_gamma, 0)
     _check_range("loss.r2_gamma", loss.r2_gamma, 0)
     _check_range("loss.reg_interval", loss.reg_interval, 1)
-    penalties = [name for name, on in (("wgan-gp", loss.name == "wgan-gp"), ("R1", loss.r1_gamma), ("R2", loss.r2_gamma)) if on]
+    penalties = [
+        name for name, on in (("wgan-gp", loss.name == "wgan-gp"), ("R1", loss.r1_gamma), ("R2", loss.r2_gamma)) if on
+    ]
     if penalties and m.d_norm == "batch":
         raise ConfigError(
-            "model.d_norm", f"batch norm mixes samples, so the per-sample gradient penalty ({', '.join(penalties)}) "
-            "is wrong; use layer, none or spectral"
+            "model.d_norm",
+            f"batch norm mixes samples, so the per-sample gradient penalty ({', '.join(penalties)}) "
+            "is wrong; use layer, none or spectral",
         )
 
     for key, opt in (("optim.g", cfg.optim.g), ("optim.d", cfg.optim.d), ("optim.critic", cfg.optim.critic)):
@@ -526,11 +535,11 @@ def validate(cfg: Config) -> None:
     _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
     _check_range("scaling.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
     if t.batch_size % s.num_workers:  # first: a worker's batch is only defined once the split is even
-        raise ConfigError(
-            "train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers"
-        )
+        raise ConfigError("train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers")
     if (t.batch_size // s.num_workers) % m.pack:
-        raise ConfigError("model.pack", f"each worker's batch ({t.batch_size // s.num_workers}) must be a multiple of it")
+        raise ConfigError(
+            "model.pack", f"each worker's batch ({t.batch_size // s.num_workers}) must be a multiple of it"
+        )
     if s.sync_batchnorm and not s.use_gpu:
         raise ConfigError("scaling.sync_batchnorm", "PyTorch's SyncBatchNorm runs on GPUs only")
     for name, amount in s.resources_per_worker.items():
@@ -567,6 +576,10 @@ def _validate_search_alg(tune: TuneConfig) -> None:
         return
     for key, spec in tune.search_space.items():
         if isinstance(spec, dict) and "grid" in spec:
-            raise ConfigError(f"tune.search_space.{key}", f"grid values need search_alg random, not {name} (use choice)")
+            raise ConfigError(
+                f"tune.search_space.{key}", f"grid values need search_alg random, not {name} (use choice)"
+            )
     if tune.scheduler.get("name") == "pbt":
-        raise ConfigError("tune.search_alg.name", f"pbt draws and mutates its own configs: use search_alg random, not {name}")
+        raise ConfigError(
+            "tune.search_alg.name", f"pbt draws and mutates its own configs: use search_alg random, not {name}"
+        )

@@ -86,9 +86,16 @@ def to_onnx(G: nn.Module, metadata: dict[str, Any]) -> bytes:
     names = metadata["inputs"]
     buffer = io.BytesIO()
     # the TorchScript-based exporter needs only `onnx`; the dynamo one would add onnxscript for a static graph
-    torch.onnx.export(G.eval(), example_inputs(metadata), buffer, input_names=names, output_names=["images"],
-                      dynamic_axes={name: {0: "batch"} for name in [*names, "images"]}, opset_version=ONNX_OPSET,
-                      dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        G.eval(),
+        example_inputs(metadata),
+        buffer,
+        input_names=names,
+        output_names=["images"],
+        dynamic_axes={name: {0: "batch"} for name in [*names, "images"]},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
     model = onnx.load_from_string(buffer.getvalue())
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=json.dumps(value))
@@ -103,7 +110,9 @@ def require_onnx():
     try:
         import onnx
     except ImportError:
-        raise UserError("--format onnx: needs the onnx package (pip install onnx; onnxruntime to run the file)") from None
+        raise UserError(
+            "--format onnx: needs the onnx package (pip install onnx; onnxruntime to run the file)"
+        ) from None
     return onnx
 
 

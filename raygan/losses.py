@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +108,7 @@ class AdversarySpec(NamedTuple):
     name: str  # "D" or "critic"
     loss: AdversarialLoss
     g_weight: float  # share of G's loss
-    clip: Optional[float]  # clamp weights to [-clip, clip] after each update (WGAN)
+    clip: float | None  # clamp weights to [-clip, clip] after each update (WGAN)
     gp_weight: float  # gradient penalty weight (WGAN-GP)
     r1_gamma: float = 0.0  # R1 penalty on real images, weight gamma / 2
     r2_gamma: float = 0.0  # R2 penalty on generated images, weight gamma / 2
@@ -130,7 +131,7 @@ def d_targets(
     label_smoothing: float = 0.0,
     smoothing_mode: str = "fixed",
     label_flip: float = 0.0,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """D's targets for n real and n fake images: one-sided smoothing, then a fraction flipped."""
     if smoothing_mode == "uniform":

@@ -22,7 +22,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -33,8 +33,18 @@ from raygan.data import resize
 from raygan.errors import UserError
 
 SUMMARY, SEARCH, RUNS = "summary.json", "search.json", "runs"  # what a sweep leaves in its experiment folder
-SUMMARY_COLUMNS = ("trial", "order", "best_fid", "best_step", "last_step", "trained_s", "images_seen", "health",
-                   "stop_reason", "best_checkpoint")  # fmt: skip
+SUMMARY_COLUMNS = (
+    "trial",
+    "order",
+    "best_fid",
+    "best_step",
+    "last_step",
+    "trained_s",
+    "images_seen",
+    "health",
+    "stop_reason",
+    "best_checkpoint",
+)
 LOSS_LABELS = {"g_loss": "G loss", "D_loss": "D loss", "critic_loss": "critic loss"}
 FIGURE_SIZE = (8, 4.5)  # inches, at 100 dpi: 800 x 450 pixels
 GIF_MIN_WIDTH = 320  # small grids are scaled up (whole pixels) so that the caption stays readable
@@ -48,8 +58,9 @@ GIF_FRAME_MS, GIF_LAST_FRAME_MS = 600, 2000
 GRID_MIN_SIDE = 32  # smaller images are drawn upsampled, bilinearly as raygan upsamples the 8x8 digits
 
 
-def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 2,
-               min_side: int = GRID_MIN_SIDE) -> np.ndarray:  # fmt: skip
+def grid_array(
+    images: torch.Tensor, nrow: int | None = None, padding: int = 2, min_side: int = GRID_MIN_SIDE
+) -> np.ndarray:
     """N x C x H x W floats in [-1, 1] -> one H' x W' x 3 uint8 grid, `nrow` images per row."""
     if images.shape[-1] < min_side:
         images = resize(images.detach().float(), min_side)
@@ -66,7 +77,7 @@ def grid_array(images: torch.Tensor, nrow: Optional[int] = None, padding: int = 
     return canvas.permute(1, 2, 0).numpy()
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: Optional[int] = None) -> Path:
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> Path:
     from PIL import Image
 
     Image.fromarray(grid_array(images, nrow)).save(path)
@@ -107,7 +118,7 @@ def _list(uri: str) -> list[str]:
 
 
 def detect(uri: str) -> str:
-    """"run" or "experiment"; anything else is a UserError that names the path and what is missing."""
+    """ "run" or "experiment"; anything else is a UserError that names the path and what is missing."""
     names = _list(uri)
     if SUMMARY in names or RUNS in names:
         return "experiment"
@@ -181,7 +192,7 @@ def trial_runs(experiment_uri: str) -> dict[str, list[str]]:
     }
 
 
-def best_evaluation(history: RunHistory) -> Optional[dict]:
+def best_evaluation(history: RunHistory) -> dict | None:
     """The evaluation with the lowest finite FID (the first of equals)."""
     scored = [r for r in history.evaluations if _finite(r.get("fid"))]
     return min(scored, key=lambda r: r["fid"]) if scored else None
@@ -197,7 +208,7 @@ def health_events(history: RunHistory) -> list[dict]:
     return [seen[key] for key in sorted(seen)]
 
 
-def _row_from_history(trial: str, history: Optional[RunHistory]) -> dict:
+def _row_from_history(trial: str, history: RunHistory | None) -> dict:
     """A summary row for a trial that summary.json does not list (a sweep still running, or interrupted)."""
     row: dict[str, Any] = {column: None for column in SUMMARY_COLUMNS}
     row["trial"] = trial
@@ -216,7 +227,7 @@ def _row_from_history(trial: str, history: Optional[RunHistory]) -> dict:
     return row
 
 
-def _read_summary(experiment_uri: str) -> Optional[list[dict]]:
+def _read_summary(experiment_uri: str) -> list[dict] | None:
     uri = storage.join(experiment_uri, SUMMARY)
     data = storage.read_bytes(uri)
     if data is None:
@@ -247,18 +258,24 @@ def search_progress(rows: list[dict]) -> list[dict]:
         spent += row.get("trained_s") or 0.0
         if _finite(row.get("best_fid")):
             best = min(best, row["best_fid"])
-        progress.append({"trials": count, "trial": row["trial"], "trained_s": spent,
-                         "best_fid": best if math.isfinite(best) else None})  # fmt: skip
+        progress.append(
+            {
+                "trials": count,
+                "trial": row["trial"],
+                "trained_s": spent,
+                "best_fid": best if math.isfinite(best) else None,
+            }
+        )
     return progress
 
 
-def importance(rows: list[dict], searched: list[str]) -> dict[str, Optional[float]]:
+def importance(rows: list[dict], searched: list[str]) -> dict[str, float | None]:
     """Spearman rank correlation of each numeric searched value with the trials' best FID (-1: larger values
     always did better, 0: no monotone effect); None for categories or under 3 scored trials with varied values."""
     from scipy.stats import spearmanr
 
     scored = [row for row in rows if _finite(row.get("best_fid"))]
-    result: dict[str, Optional[float]] = {}
+    result: dict[str, float | None] = {}
     for key in searched:
         values, fids = [row.get(key) for row in scored], [row["best_fid"] for row in scored]
         if len(scored) < 3 or not all(_is_number(v) for v in values) or len(set(values)) < 2 or len(set(fids)) < 2:
@@ -279,7 +296,7 @@ class Experiment:
     rows: list[dict]  # sorted by best FID, trials without one last
     searched: list[str]
     histories: dict[str, RunHistory]  # trial -> history, for trials that left a run folder with records
-    fanova: Optional[dict[str, float]] = None  # optuna's importance, from search.json (optuna sweeps)
+    fanova: dict[str, float] | None = None  # optuna's importance, from search.json (optuna sweeps)
 
 
 def load_experiment(experiment_uri: str) -> Experiment:
@@ -370,8 +387,17 @@ def _draw_health_events(ax, events: list[dict]) -> None:
     """A dotted red line per event, its condition written up from the line's foot."""
     for event in events:
         ax.axvline(event["step"], color="tab:red", linestyle=":", alpha=0.7)
-        ax.text(event["step"], 0.02, f"{event.get('condition')} ", transform=ax.get_xaxis_transform(),
-                rotation=90, va="bottom", ha="right", fontsize=8, color="tab:red")  # fmt: skip
+        ax.text(
+            event["step"],
+            0.02,
+            f"{event.get('condition')} ",
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            va="bottom",
+            ha="right",
+            fontsize=8,
+            color="tab:red",
+        )
 
 
 def plot_fid(history: RunHistory, path: Path) -> Path:
@@ -393,10 +419,24 @@ def plot_fid(history: RunHistory, path: Path) -> Path:
         ax.set_zorder(kid_ax.get_zorder() + 1)  # FID, the star and the events in front of KID
         ax.patch.set_visible(False)
     best = best_evaluation(history)
-    lines += ax.plot([best["step"]], [best["fid"]], "*", color="gold", markeredgecolor="black", markersize=16,
-                     label=f"best FID {best['fid']:.4g} at step {best['step']}", zorder=5)  # fmt: skip
-    ax.annotate(f"best {best['fid']:.4g}\nstep {best['step']}", (best["step"], best["fid"]),
-                textcoords="offset points", xytext=(-12, 10), ha="right", fontsize=9)  # fmt: skip
+    lines += ax.plot(
+        [best["step"]],
+        [best["fid"]],
+        "*",
+        color="gold",
+        markeredgecolor="black",
+        markersize=16,
+        label=f"best FID {best['fid']:.4g} at step {best['step']}",
+        zorder=5,
+    )
+    ax.annotate(
+        f"best {best['fid']:.4g}\nstep {best['step']}",
+        (best["step"], best["fid"]),
+        textcoords="offset points",
+        xytext=(-12, 10),
+        ha="right",
+        fontsize=9,
+    )
     _draw_health_events(ax, health_events(history))
     ax.set(title=title, xlabel="training step", ylabel="FID (lower is better)")
     ax.grid(alpha=0.3)
@@ -416,8 +456,11 @@ def plot_modes(history: RunHistory, path: Path) -> Path:
     lines = ax.plot(steps, covered, "o-", color="tab:green", label="modes covered")
     ax.axhline(total, color="tab:green", linestyle="--", alpha=0.5)
     ax.set_ylim(0, total * 1.05)
-    ax.set(title=f"{history.name}: mode coverage ({total:g} modes)", xlabel="training step",
-           ylabel=f"modes covered (of {total:g})")  # fmt: skip
+    ax.set(
+        title=f"{history.name}: mode coverage ({total:g} modes)",
+        xlabel="training step",
+        ylabel=f"modes covered (of {total:g})",
+    )
     kl_steps, kls = _series(history.evaluations, "mode_kl")
     if kl_steps:
         kl_ax = ax.twinx()
@@ -621,7 +664,7 @@ def _missing(message: str) -> str:
 # the run report
 
 
-def _run_summary(history: RunHistory, stop_reason: Optional[str]) -> list[tuple[str, Any]]:
+def _run_summary(history: RunHistory, stop_reason: str | None) -> list[tuple[str, Any]]:
     last = history.evaluations[-1] if history.evaluations else {}
     best = best_evaluation(history)
     last_health = last.get("health") or {}
@@ -642,8 +685,9 @@ def _copy_grid(history: RunHistory, step: int, path: Path) -> Path:
     return path
 
 
-def write_run_report(history: RunHistory, out: Path, stop_reason: Optional[str] = None,
-                     parent_link: Optional[str] = None) -> list[Path]:  # fmt: skip
+def write_run_report(
+    history: RunHistory, out: Path, stop_reason: str | None = None, parent_link: str | None = None
+) -> list[Path]:
     """Figures, grids, the GIF and index.html for one run in `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_losses(history, out / "losses.png"), plot_fid(history, out / "fid.png")]
@@ -658,25 +702,33 @@ def write_run_report(history: RunHistory, out: Path, stop_reason: Optional[str] 
         sections.append("<h2>Mode coverage</h2>" + _missing("No mode statistics in this run's evaluations."))
     events = health_events(history)
     event_rows = [[_text(e.get("step")), _text(e.get("condition")), _text(e.get("detail"))] for e in events]
-    sections.append("<h2>Health events</h2>" + (_table(["step", "condition", "detail"], event_rows) if events
-                                                  else _missing("No health events.")))  # fmt: skip
+    sections.append(
+        "<h2>Health events</h2>"
+        + (_table(["step", "condition", "detail"], event_rows) if events else _missing("No health events."))
+    )
 
     samples = []
     best = best_evaluation(history)
     if best is not None and best["step"] in history.grids:
         written.append(_copy_grid(history, best["step"], out / "grid_best.png"))
-        samples.append(f"<figure>{_img('grid_best.png', 'samples at the best step', 'grid')}"
-                       f"<figcaption>best FID, step {best['step']}</figcaption></figure>")  # fmt: skip
+        samples.append(
+            f"<figure>{_img('grid_best.png', 'samples at the best step', 'grid')}"
+            f"<figcaption>best FID, step {best['step']}</figcaption></figure>"
+        )
     else:
         samples.append(_missing("No grid at the best step."))
     if history.grids:
         last = max(history.grids)
         written.append(_copy_grid(history, last, out / "grid_last.png"))
         written.append(write_progress_gif(history, out / "progress.gif"))
-        samples.append(f"<figure>{_img('grid_last.png', 'samples at the last evaluation', 'grid')}"
-                       f"<figcaption>last grid, step {last}</figcaption></figure>")  # fmt: skip
-        samples.append(f"<figure>{_img('progress.gif', 'samples at every evaluation', 'grid')}"
-                       f"<figcaption>every evaluation ({len(history.grids)} frames)</figcaption></figure>")  # fmt: skip
+        samples.append(
+            f"<figure>{_img('grid_last.png', 'samples at the last evaluation', 'grid')}"
+            f"<figcaption>last grid, step {last}</figcaption></figure>"
+        )
+        samples.append(
+            f"<figure>{_img('progress.gif', 'samples at every evaluation', 'grid')}"
+            f"<figcaption>every evaluation ({len(history.grids)} frames)</figcaption></figure>"
+        )
     else:
         samples.append(_missing("No image grids saved yet."))
     sections.append("<h2>Samples</h2>\n" + "\n".join(samples))
@@ -700,8 +752,19 @@ def _safe_name(text: str) -> str:
 
 
 def write_trials_csv(experiment: Experiment, path: Path) -> Path:
-    columns = ["rank", "trial", *experiment.searched, "best_fid", "best_step", "last_step", "trained_s", "images_seen",
-               "health", "stop_reason", "best_checkpoint"]  # fmt: skip
+    columns = [
+        "rank",
+        "trial",
+        *experiment.searched,
+        "best_fid",
+        "best_step",
+        "last_step",
+        "trained_s",
+        "images_seen",
+        "health",
+        "stop_reason",
+        "best_checkpoint",
+    ]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -713,8 +776,11 @@ def write_trials_csv(experiment: Experiment, path: Path) -> Path:
 def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
     """fid_trials.png, search_progress.png, effect_<key>.png, trials.csv, trials/<trial>/ and index.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_fid_trials(experiment, out / "fid_trials.png"), plot_search_progress(experiment, out / "search_progress.png"),
-               write_trials_csv(experiment, out / "trials.csv")]  # fmt: skip
+    written = [
+        plot_fid_trials(experiment, out / "fid_trials.png"),
+        plot_search_progress(experiment, out / "search_progress.png"),
+        write_trials_csv(experiment, out / "trials.csv"),
+    ]
     effects = []
     for key in experiment.searched:
         path = plot_effect(experiment, key, out / f"effect_{_safe_name(key)}.png")
@@ -732,27 +798,42 @@ def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
         else:
             name = html.escape(trial) + " (no run data)"
         cells = [str(rank), name, *[_text(row.get(k)) for k in experiment.searched]]
-        cells += [_text(row.get(k)) for k in ("best_fid", "best_step", "last_step", "trained_s", "images_seen", "health",
-                                              "stop_reason")]  # fmt: skip
+        cells += [
+            _text(row.get(k))
+            for k in ("best_fid", "best_step", "last_step", "trained_s", "images_seen", "health", "stop_reason")
+        ]
         table_rows.append(cells)
-    header = ["rank", "trial", *experiment.searched, "best FID", "best step", "last step", "trained (s)", "images seen",
-              "health", "stop reason"]  # fmt: skip
+    header = [
+        "rank",
+        "trial",
+        *experiment.searched,
+        "best FID",
+        "best step",
+        "last step",
+        "trained (s)",
+        "images seen",
+        "health",
+        "stop reason",
+    ]
     ranks = importance(experiment.rows, experiment.searched)
     fanova = experiment.fanova or {}
     importance_table = _table(
-        ["searched value", "Spearman rank correlation with best FID"] + (["fANOVA importance (optuna)"] if fanova else []),
+        ["searched value", "Spearman rank correlation with best FID"]
+        + (["fANOVA importance (optuna)"] if fanova else []),
         [[html.escape(key), _text(rho)] + ([_text(fanova.get(key))] if fanova else []) for key, rho in ranks.items()],
     )
-    body = "\n".join([
-        f"<p><code>{html.escape(experiment.uri)}</code>: {len(experiment.rows)} trials, sorted by best FID "
-        f"({_link('trials.csv', 'trials.csv')}).</p>",
-        _table(header, table_rows),
-        "<h2>FID of every trial</h2>" + _img("fid_trials.png", "FID curves of all trials"),
-        "<h2>How the search went</h2>" + _img("search_progress.png", "best FID so far by trials and by compute"),
-        "<h2>Which values mattered</h2><p>Negative: larger values gave lower (better) FID; - for categories and "
-        "too few trials.</p>" + (importance_table if ranks else _missing("This sweep searched no keys.")),
-        "<h2>Effect of each searched value</h2>" + ("\n".join(effects) or _missing("This sweep searched no keys.")),
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"<p><code>{html.escape(experiment.uri)}</code>: {len(experiment.rows)} trials, sorted by best FID "
+            f"({_link('trials.csv', 'trials.csv')}).</p>",
+            _table(header, table_rows),
+            "<h2>FID of every trial</h2>" + _img("fid_trials.png", "FID curves of all trials"),
+            "<h2>How the search went</h2>" + _img("search_progress.png", "best FID so far by trials and by compute"),
+            "<h2>Which values mattered</h2><p>Negative: larger values gave lower (better) FID; - for categories and "
+            "too few trials.</p>" + (importance_table if ranks else _missing("This sweep searched no keys.")),
+            "<h2>Effect of each searched value</h2>" + ("\n".join(effects) or _missing("This sweep searched no keys.")),
+        ]
+    )
     index = out / "index.html"
     title = f"sweep {display_name(experiment.uri)}"
     index.write_text(PAGE.format(title=html.escape(title), body=body))
@@ -787,8 +868,10 @@ def write_report(uri: str, out: str | Path) -> dict:
     else:
         experiment = load_experiment(uri)
         written = write_experiment_report(experiment, out)
-        search = {"importance": importance(experiment.rows, experiment.searched),
-                  "best_so_far": search_progress(experiment.rows)}  # fmt: skip
+        search = {
+            "importance": importance(experiment.rows, experiment.searched),
+            "best_so_far": search_progress(experiment.rows),
+        }
         if experiment.fanova is not None:
             search["fanova"] = experiment.fanova
     return {"out": str(out), "kind": kind, "files": [p.relative_to(out).as_posix() for p in written], **search}

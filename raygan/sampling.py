@@ -18,8 +18,6 @@ component beyond a threshold, keeps no such correspondence: a new threshold chan
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -57,8 +55,11 @@ def latent_walk(keyframes: torch.Tensor, frames_per_segment: int = FRAMES_PER_SE
     """(K * frames_per_segment) x N x D latents through K keyframes (K x N x D) and back to the first, so
     a looping GIF has no jump; frame i * frames_per_segment is keyframe i exactly."""
     count = keyframes.shape[0]
-    frames = [slerp(keyframes[k], keyframes[(k + 1) % count], step / frames_per_segment)
-              for k in range(count) for step in range(frames_per_segment)]  # fmt: skip
+    frames = [
+        slerp(keyframes[k], keyframes[(k + 1) % count], step / frames_per_segment)
+        for k in range(count)
+        for step in range(frames_per_segment)
+    ]
     return torch.stack(frames)
 
 
@@ -68,8 +69,9 @@ def class_rows(z: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.T
     return z.repeat(num_classes, 1), torch.arange(num_classes).repeat_interleave(z.shape[0])
 
 
-def tiles(z: torch.Tensor, num_classes: int = 0, label: Optional[int] = None,
-          grid_classes: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[int]]:  # fmt: skip
+def tiles(
+    z: torch.Tensor, num_classes: int = 0, label: int | None = None, grid_classes: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
     """(latents, a label per image or None, images per grid row or None for a square) of the grid drawn
     from `z`; num_classes 0 is an unconditional model. Conditional without a label: classes in turn,
     so a grid with a column per class; with `grid_classes`, a row per class (see class_rows)."""
@@ -82,9 +84,16 @@ def tiles(z: torch.Tensor, num_classes: int = 0, label: Optional[int] = None,
     return z, torch.arange(z.shape[0]) % num_classes, num_classes
 
 
-def write_walk(G: nn.Module, keyframes: torch.Tensor, path, num_classes: int = 0, label: Optional[int] = None,
-               grid_classes: bool = False, frames_per_segment: int = FRAMES_PER_SEGMENT,
-               min_side: int = GRID_MIN_SIDE) -> dict:  # fmt: skip
+def write_walk(
+    G: nn.Module,
+    keyframes: torch.Tensor,
+    path,
+    num_classes: int = 0,
+    label: int | None = None,
+    grid_classes: bool = False,
+    frames_per_segment: int = FRAMES_PER_SEGMENT,
+    min_side: int = GRID_MIN_SIDE,
+) -> dict:
     """An animated GIF of the grid `tiles` lays out, each image's latent walking through its keyframes
     (K x N x D) while its label stays; {"frames", "width", "height"}. Images smaller than `min_side`
     are drawn upsampled, as in the still grids (GIF bytes grow with the pixels: ~1 byte each here)."""

@@ -15,7 +15,6 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import pyarrow.fs
 
@@ -50,7 +49,7 @@ def check_uri(uri: str) -> None:
     if not is_uri(uri):
         return
     if uri.startswith("s3://"):
-        bucket = uri[len("s3://"):].split("/", 1)[0]
+        bucket = uri[len("s3://") :].split("/", 1)[0]
         if not bucket:
             raise UserError(f"{uri}: no bucket name (expected s3://bucket/prefix)")
         if not BUCKET.match(bucket):
@@ -78,7 +77,7 @@ def _check_s3(uri: str) -> None:
     import botocore.config
     import botocore.exceptions as errors
 
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     key = join(prefix.strip("/"), f".raygan-preflight-{uuid.uuid4().hex}").lstrip("/")
     config = botocore.config.Config(
         connect_timeout=PREFLIGHT_TIMEOUT_S, read_timeout=PREFLIGHT_TIMEOUT_S, retries={"max_attempts": 1}
@@ -90,7 +89,9 @@ def _check_s3(uri: str) -> None:
     except errors.ProfileNotFound as e:
         raise UserError(f"{uri}: {e}") from None
     except errors.NoCredentialsError:
-        raise UserError(f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") from None
+        raise UserError(
+            f"{uri}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        ) from None
     except (errors.EndpointConnectionError, errors.ConnectTimeoutError, errors.ReadTimeoutError) as e:
         raise UserError(f"{uri}: cannot reach the S3 endpoint ({e})") from None
     except errors.ClientError as e:
@@ -120,7 +121,7 @@ def _check_pyarrow(uri: str) -> None:
 def filesystem(uri: str, patient: bool = False) -> tuple[pyarrow.fs.FileSystem, str]:
     """(filesystem, path inside it); local paths are made absolute. `patient`: S3 retries ~5 minutes."""
     if uri.startswith("s3://") and "?" not in uri:  # with ?options, pyarrow's own URI parsing decides
-        path = uri[len("s3://"):].rstrip("/")
+        path = uri[len("s3://") :].rstrip("/")
         return _s3(path.split("/", 1)[0], patient), path
     if is_uri(uri):
         return pyarrow.fs.FileSystem.from_uri(uri)
@@ -172,7 +173,7 @@ def is_file(uri: str) -> bool:
     return fs.get_file_info(path).type == pyarrow.fs.FileType.File
 
 
-def read_bytes(uri: str) -> Optional[bytes]:
+def read_bytes(uri: str) -> bytes | None:
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
         return None

@@ -22,9 +22,9 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from raygan.config import Config, TuneConfig, build_config, get_dotted
+from raygan.config import Config, build_config, get_dotted
 from raygan.errors import ConfigError
 
 DISTRIBUTIONS = {  # name -> (argument count, meaning)
@@ -64,7 +64,7 @@ def check_spec(cfg: Config, where: str, key: str, spec: Any) -> None:
         raise ConfigError(where, f"{key} is a section or a sweep setting, not a value to search")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(where, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {spec!r}")
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind not in DISTRIBUTIONS:
         raise ConfigError(where, f"unknown distribution {kind!r} (expected one of: {', '.join(DISTRIBUTIONS)})")
     count, meaning = DISTRIBUTIONS[kind]
@@ -101,7 +101,7 @@ def validate_sweep(cfg: Config) -> None:
 def to_tune_domain(spec: dict):
     from ray import tune
 
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind == "choice":
         return tune.choice(args)
     if kind == "grid":
@@ -118,7 +118,7 @@ def to_tune_domain(spec: dict):
 def in_range(spec: dict, value: Any) -> Any:
     """`value` moved into the distribution's range: clipped to [low, high], onto quniform's steps.
     Listed values (choice, grid, randint's integers) are left alone: PBT only ever picks among them."""
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind not in ("uniform", "loguniform", "quniform") or not isinstance(value, (int, float)):
         return value
     low, high = args[0], args[1]
@@ -133,7 +133,7 @@ def pbt_mutation(spec: dict):
     """What Ray's PBT perturbs for a raygan distribution: listed values move to a neighbour or are redrawn
     (randint as the list of its integers, so a layer count stays an integer in range); ranges are scaled by
     0.8 / 1.2 or redrawn, then KeepInRange puts them back inside."""
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind in ("choice", "grid"):
         return list(args)
     if kind == "randint":
@@ -190,7 +190,7 @@ def make_scheduler(cfg: Config):
             raise TypeError(f"fifo takes no options, got {', '.join(options)}")
         return FIFOScheduler()
     except (TypeError, AssertionError, ValueError) as e:
-        raise ConfigError(f"tune.scheduler", f"{name}: {e}") from None
+        raise ConfigError("tune.scheduler", f"{name}: {e}") from None
 
 
 SEARCHER_PACKAGES = {"optuna": ["optuna"], "bohb": ["hpbandster", "ConfigSpace"]}  # what each searcher imports
@@ -253,7 +253,7 @@ def _forward_to_tune():
     return ForwardEvaluations()
 
 
-def _earlier_best(checkpoint: str, best_step: int) -> Optional[str]:
+def _earlier_best(checkpoint: str, best_step: int) -> str | None:
     """The checkpoint of `best_step` in the run that holds `checkpoint`, if it is there and complete
     (a paused or retried trial resumes its run after its best; a PBT exploit's best is in the donor's)."""
     from raygan.checkpoint import checkpoint_name, is_complete
@@ -289,8 +289,9 @@ def complete_checkpoint(path: str) -> str:
 
 def on_steps(space: dict, params: dict) -> dict:
     """quniform values put on their steps: BOHB's ConfigSpace drops the step and proposes any float."""
-    return {key: in_range(space[key], value) if "quniform" in space.get(key, {}) else value
-            for key, value in params.items()}  # fmt: skip
+    return {
+        key: in_range(space[key], value) if "quniform" in space.get(key, {}) else value for key, value in params.items()
+    }
 
 
 def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> None:
@@ -312,8 +313,9 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         else:  # a retry (tune.max_failures) or --resume: the run that wrote the pointer, which may be an exploit's
             run_name = _run_of(pointer["path"]).rsplit("/", 1)[-1]
     forward = _forward_to_tune()
-    train_run = trainer(cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from,
-                        cache_root=cache_root)  # fmt: skip
+    train_run = trainer(
+        cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from, cache_root=cache_root
+    )
     outcome: dict[str, Any] = {}
 
     def fit():
@@ -357,7 +359,7 @@ def error_line(error: BaseException) -> str:
     return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"[:200]
 
 
-def trial_rows(result_grid, searched: list[str], steps: int, space: Optional[dict] = None) -> list[dict[str, Any]]:
+def trial_rows(result_grid, searched: list[str], steps: int, space: dict | None = None) -> list[dict[str, Any]]:
     rows = []
     for order, result in enumerate(result_grid):  # Tune's order: the order the trials were created
         metrics = result.metrics or {}
@@ -372,19 +374,21 @@ def trial_rows(result_grid, searched: list[str], steps: int, space: Optional[dic
             reason = "stopped by the scheduler"
         else:
             reason = "completed"
-        rows.append({
-            "trial": _trial_id(result),
-            "order": order,
-            **{key: config.get(key) for key in searched},
-            "best_fid": metrics.get("best_fid"),
-            "best_step": metrics.get("best_step"),
-            "last_step": step,
-            "health": health.get("status"),
-            "stop_reason": reason,
-            "trained_s": metrics.get("trained_s"),  # cost: seconds trained, over restarts and PBT's donors
-            "images_seen": metrics.get("images_seen"),
-            "best_checkpoint": metrics.get("best_checkpoint"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": _trial_id(result),
+                "order": order,
+                **{key: config.get(key) for key in searched},
+                "best_fid": metrics.get("best_fid"),
+                "best_step": metrics.get("best_step"),
+                "last_step": step,
+                "health": health.get("status"),
+                "stop_reason": reason,
+                "trained_s": metrics.get("trained_s"),  # cost: seconds trained, over restarts and PBT's donors
+                "images_seen": metrics.get("images_seen"),
+                "best_checkpoint": metrics.get("best_checkpoint"),
+            }
+        )
     return sorted(rows, key=lambda r: r["best_fid"] if r["best_fid"] is not None else math.inf)
 
 
@@ -401,7 +405,7 @@ def format_table(rows: list[dict], searched: list[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
 
 
-def fanova_importance(rows: list[dict], space: dict, seed: int) -> Optional[dict[str, float]]:
+def fanova_importance(rows: list[dict], space: dict, seed: int) -> dict[str, float] | None:
     """optuna's fANOVA importance of each searched key for best FID (shares of the explained variance,
     summing to 1), fitted on the scored trials; None with fewer than 3 of them."""
     import optuna
@@ -417,10 +421,13 @@ def fanova_importance(rows: list[dict], space: dict, seed: int) -> Optional[dict
         params = {key: row[key] for key in space}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=row["best_fid"]))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)  # a random forest: seeded to be repeatable
-    return {key: round(float(v), 3) for key, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+    return {
+        key: round(float(v), 3)
+        for key, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()
+    }
 
 
-def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fanova: Optional[dict] = None) -> None:
+def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fanova: dict | None = None) -> None:
     from raygan import storage
 
     storage.write_bytes(storage.join(experiment_uri, "summary.json"), json.dumps(rows, indent=2, default=str).encode())
@@ -431,7 +438,10 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fa
     storage.write_bytes(storage.join(experiment_uri, "summary.csv"), text.getvalue().encode())
     from raygan.report import importance, search_progress
 
-    search = {"importance": importance(rows, searched), "best_so_far": search_progress(rows)}  # summary.json stays a list of rows
+    search = {
+        "importance": importance(rows, searched),
+        "best_so_far": search_progress(rows),
+    }  # summary.json stays a list of rows
     if fanova is not None:
         search["fanova"] = fanova
     storage.write_bytes(storage.join(experiment_uri, "search.json"), json.dumps(search, indent=2).encode())
@@ -456,7 +466,8 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     searched = list(cfg.tune.search_space)
     experiment_uri = f"{storage_root.rstrip('/')}/{experiment}"
     trainable = tune.with_resources(
-        tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root), TRIAL_RESOURCES
+        tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root),
+        TRIAL_RESOURCES,
     )
     connected = ensure_ray()
     try:
@@ -468,17 +479,22 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                 trainable,
                 param_space={key: to_tune_domain(spec) for key, spec in cfg.tune.search_space.items()},
                 tune_config=tune.TuneConfig(
-                    metric="fid", mode="min", num_samples=cfg.tune.num_samples, search_alg=search_alg,
+                    metric="fid",
+                    mode="min",
+                    num_samples=cfg.tune.num_samples,
+                    search_alg=search_alg,
                     max_concurrent_trials=None if search_alg else cfg.tune.max_concurrent,  # a searcher has its limiter
-                    scheduler=make_scheduler(cfg), time_budget_s=cfg.tune.time_budget_s,
-                    reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with the old one
+                    scheduler=make_scheduler(cfg),
+                    time_budget_s=cfg.tune.time_budget_s,
+                    reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with it
                 ),
                 run_config=tune.RunConfig(
-                    name=experiment, **ray_storage(storage_root),
+                    name=experiment,
+                    **ray_storage(storage_root),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers, a few bytes each
                     failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),  # retried from the pointer
                 ),
-            )  # fmt: skip
+            )
         grid = tuner.fit()
     finally:
         if connected:
@@ -486,7 +502,9 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
 
             ray.shutdown()
     rows = trial_rows(grid, searched, cfg.train.steps, cfg.tune.search_space)
-    fanova = fanova_importance(rows, cfg.tune.search_space, cfg.seed) if cfg.tune.search_alg["name"] == "optuna" else None
+    fanova = (
+        fanova_importance(rows, cfg.tune.search_space, cfg.seed) if cfg.tune.search_alg["name"] == "optuna" else None
+    )
     write_summary(experiment_uri, rows, searched, fanova)
     best = next((r for r in rows if r["best_fid"] is not None), None)
     errors = [r["stop_reason"] for r in rows if r["stop_reason"].startswith("error: ")]
@@ -494,7 +512,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
         "experiment": experiment_uri,
         "trials": len(rows),
         "failed": len(errors),
-        "first_error": errors[0][len("error: "):] if errors else None,
+        "first_error": errors[0][len("error: ") :] if errors else None,
         "best_config": {key: best[key] for key in searched} if best else None,
         "best_fid": best["best_fid"] if best else None,
         "best_checkpoint": best["best_checkpoint"] if best else None,
@@ -503,7 +521,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from raygan.cli import main as cli_main
 
     return cli_main(["tune", *(sys.argv[1:] if argv is None else argv)])

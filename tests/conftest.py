@@ -28,16 +28,18 @@ def ray_session():
 
 def run_module(module: str, *args, timeout=900, env=None) -> subprocess.CompletedProcess:
     """`python -m module args` as a user runs it: its own process, its own Ray."""
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """`raygan train tune_configs/smoke.yaml` once per session: (storage folder, the finished process)."""
     storage = tmp_path_factory.mktemp("smoke-run")
-    result = run_module("raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage),
-                        "--json")  # fmt: skip
+    result = run_module(
+        "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage), "--json"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return storage, result
 
@@ -48,8 +50,16 @@ def smoke_sweep(s3_server):
     (the experiment's URI, the finished process). The report test reads it; test_s3's sweep test checks it
     and resumes it, which must leave every file under runs/ as it was."""
     storage = f"s3://{s3_server.bucket('raygan-smoke')}/sweeps"
-    result = run_module("raygan.tune", "tune_configs/smoke.yaml", "--storage", storage, "--name", "smoke", "--json",
-                        env={**os.environ, **s3_server.env})  # fmt: skip
+    result = run_module(
+        "raygan.tune",
+        "tune_configs/smoke.yaml",
+        "--storage",
+        storage,
+        "--name",
+        "smoke",
+        "--json",
+        env={**os.environ, **s3_server.env},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return f"{storage}/smoke", result
 
@@ -64,8 +74,13 @@ class S3Endpoint:
         import boto3
 
         env = {**self.env, **overrides}
-        return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def bucket(self, name: str) -> str:
         """Create the bucket (if it is not there yet); returns its name."""
@@ -94,15 +109,24 @@ def s3_server():
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     region = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
-                       aws_secret_access_key="bootstrap")  # fmt: skip
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
     iam.create_user(UserName="raygan")
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
     iam.put_user_policy(UserName="raygan", PolicyName="s3", PolicyDocument=json.dumps(policy))
     key = iam.create_access_key(UserName="raygan")["AccessKey"]
     requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)  # from now on, signatures count
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-           "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], **region}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        **region,
+    }
     yield S3Endpoint(endpoint, env)
     server.stop()
 

@@ -42,8 +42,10 @@ def test_gradients_reach_the_generator_through_both():
 def test_each_rank_augments_its_slice_as_the_global_batch_would():
     images = square(8) + torch.linspace(0, 0.5, 8).view(8, 1, 1, 1)  # every image its own
     whole = augment(images, ("translation", "cutout"), seeded(3), 8, slice(0, 8))
-    halves = [augment(images[r * 4 : (r + 1) * 4], ("translation", "cutout"), seeded(3), 8, slice(r * 4, (r + 1) * 4))
-              for r in range(2)]  # fmt: skip
+    halves = [
+        augment(images[r * 4 : (r + 1) * 4], ("translation", "cutout"), seeded(3), 8, slice(r * 4, (r + 1) * 4))
+        for r in range(2)
+    ]
     assert torch.equal(torch.cat(halves), whole)
     assert not torch.equal(whole, augment(images, ("translation", "cutout"), seeded(4), 8, slice(0, 8)))
 

@@ -4,9 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_module
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +30,18 @@ def test_train_smoke_on_two_workers(smoke_run):
 def test_train_again_with_the_same_name_resumes(smoke_run):
     storage, _ = smoke_run
     result = raygan(
-        "train", "tune_configs/smoke.yaml", "--name", "smoke", "--storage", str(storage),
-        "--set", "train.steps=125", "--set", "train.checkpoint_every=25", "--json",
-    )  # fmt: skip
+        "train",
+        "tune_configs/smoke.yaml",
+        "--name",
+        "smoke",
+        "--storage",
+        str(storage),
+        "--set",
+        "train.steps=125",
+        "--set",
+        "train.checkpoint_every=25",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from step 100" in result.stdout + result.stderr
     assert "real statistics read from the cache" in result.stdout + result.stderr

@@ -145,8 +145,14 @@ def test_regenerate_keeps_the_v1_schema_exactly(tmp_path):
     regenerate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(regenerate)
     v1 = {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-int-or-string": True}}}
-    crd = {"spec": {"versions": [{"name": "v1alpha1", "schema": {"openAPIV3Schema": {"type": "string"}}},
-                                 {"name": "v1", "schema": {"openAPIV3Schema": v1}}]}}
+    crd = {
+        "spec": {
+            "versions": [
+                {"name": "v1alpha1", "schema": {"openAPIV3Schema": {"type": "string"}}},
+                {"name": "v1", "schema": {"openAPIV3Schema": v1}},
+            ]
+        }
+    }
     crd_yaml = tmp_path / "ray.io_things.yaml"
     crd_yaml.write_text(yaml.safe_dump(crd))
     regenerate.main([str(crd_yaml), "--out", str(tmp_path)])
@@ -183,8 +189,12 @@ def test_rayjob_matches_the_crd(rayjob_schema):
         (lambda spec: spec.pop("headGroupSpec"), "headGroupSpec"),
         (lambda spec: spec["workerGroupSpecs"][0].update(minReplica=0), "minReplica"),  # misspelled
         (lambda spec: spec["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "num-cpus"),  # not a string
-        (lambda spec: spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]
-         .update({"nvidia.com/gpu": "one"}), "nvidia.com/gpu"),
+        (
+            lambda spec: spec["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"].update(
+                {"nvidia.com/gpu": "one"}
+            ),
+            "nvidia.com/gpu",
+        ),
         (lambda spec: spec.update(managedBy="someone"), "CEL"),
     ],
     ids=["minReplicas-string", "no-headGroupSpec", "misspelled-field", "num-cpus-int", "gpu-not-a-quantity", "cel"],
@@ -351,11 +361,16 @@ def place(cluster, trials: int, scaling: dict, without: tuple = ()) -> tuple[dic
 
 
 def scaling(num_workers=1, gpus_per_worker=1, cpus_per_worker=1, use_gpu=True) -> dict:
-    return dict(num_workers=num_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu)
+    return dict(
+        num_workers=num_workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, use_gpu=use_gpu
+    )
 
 
-@pytest.mark.parametrize("path, one_gpu, four_gpus", [(AWS, "gpu_1x", "gpu_4x"), (RAYCLUSTER, "gpu-1x", "gpu-4x")],
-                         ids=["aws.yaml", "raycluster.yaml"])
+@pytest.mark.parametrize(
+    "path, one_gpu, four_gpus",
+    [(AWS, "gpu_1x", "gpu_4x"), (RAYCLUSTER, "gpu-1x", "gpu-4x")],
+    ids=["aws.yaml", "raycluster.yaml"],
+)
 def test_worked_example_of_the_readme(path, one_gpu, four_gpus):
     """cluster/README.md: 16 trials x 2 GPUs (2 workers x 1 GPU), max_concurrent 4, and other shapes."""
     cluster = aws_cluster() if path == AWS else kuberay_cluster(path)

@@ -21,14 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
+import psutil  # noqa: E402
 import pytest
 import ray  # noqa: F401  first: it puts the psutil it vendors on sys.path (nothing here calls ray.init)
-import psutil  # noqa: E402
 import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -52,16 +52,18 @@ class Head:
 
     def ray(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         """The `ray` CLI as a client of this cluster, run from the repository root."""
-        return subprocess.run([str(BIN / "ray"), *args], env=env or self.env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            [str(BIN / "ray"), *args], env=env or self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
 
     def raylets(self) -> int:
         """Live raylets of this cluster: one per node, the head's included (how Ray itself finds nodes)."""
         flag = f"--gcs-address={self.gcs_address}"
         return sum(
-            1 for proc in psutil.process_iter(["cmdline"])
+            1
+            for proc in psutil.process_iter(["cmdline"])
             if (cmdline := proc.info["cmdline"]) and Path(cmdline[0]).name == "raylet" and flag in cmdline
-        )  # fmt: skip
+        )
 
     def log_tail(self, chars: int = 3000) -> str:
         return (self.temp_dir / "ray_start.log").read_text(errors="replace")[-chars:]
@@ -104,12 +106,22 @@ def ray_head(*options: str, fake_node_types: dict | None = None) -> Iterator[Hea
     gcs, dashboard, client, agent = free_ports(4)
     gcs_address = f"{get_node_ip_address()}:{gcs}"
     command = [
-        str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={temp_dir}",
-        f"--node-ip-address={gcs_address.split(':')[0]}", f"--port={gcs}", f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
-        "--min-worker-port=0", "--max-worker-port=0",  # 0: any free port
-        "--include-dashboard=true", "--disable-usage-stats", *options,
-    ]  # fmt: skip
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--temp-dir={temp_dir}",
+        f"--node-ip-address={gcs_address.split(':')[0]}",
+        f"--port={gcs}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",  # 0: any free port
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        *options,
+    ]
     head_env = dict(env)
     if fake_node_types is not None:
         config = temp_dir / "autoscaling.yaml"
@@ -117,8 +129,9 @@ def ray_head(*options: str, fake_node_types: dict | None = None) -> Iterator[Hea
         command.append(f"--autoscaling-config={config}")
         head_env.update(fake_cluster_env())
     with open(temp_dir / "ray_start.log", "w") as log:
-        process = subprocess.Popen(command, env=head_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            command, env=head_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     head = Head(gcs_address, f"http://127.0.0.1:{dashboard}", env, temp_dir, process)
     failed = True
     try:
@@ -178,8 +191,7 @@ def stop_cluster(process: subprocess.Popen, temp_dir: Path) -> None:
 # ray job submit (cluster/README.md, step 3)
 
 
-SHORT_SWEEP = ["--set", "train.steps=50", "--set", "train.eval_every=25",
-               "--set", "train.checkpoint_every=25"]  # fmt: skip
+SHORT_SWEEP = ["--set", "train.steps=50", "--set", "train.eval_every=25", "--set", "train.checkpoint_every=25"]
 
 
 def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
@@ -194,12 +206,29 @@ def test_ray_job_submit_runs_a_sweep_on_a_token_authenticated_head(tmp_path):
         excludes = [".git", ".venv", ".pytest_cache", "*.egg-info", "runs/", "out/", "build/"]
         try:
             submit = head.ray(
-                "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
-                "--working-dir", ".", "--runtime-env-json", json.dumps({"excludes": excludes}), "--",
-                "python", "-m", "raygan.tune", "tune_configs/smoke.yaml", "--storage", str(tmp_path),
-                "--name", "job", "--json", *SHORT_SWEEP,
+                "job",
+                "submit",
+                "--address",
+                head.dashboard,
+                "--submission-id",
+                job_id,
+                "--working-dir",
+                ".",
+                "--runtime-env-json",
+                json.dumps({"excludes": excludes}),
+                "--",
+                "python",
+                "-m",
+                "raygan.tune",
+                "tune_configs/smoke.yaml",
+                "--storage",
+                str(tmp_path),
+                "--name",
+                "job",
+                "--json",
+                *SHORT_SWEEP,
                 timeout=600,  # blocks, streaming the job's logs, until it ends; exit 1 if it failed
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired:
             head.ray("job", "stop", "--address", head.dashboard, job_id)
             raise
@@ -253,9 +282,20 @@ def fake_cluster_config(gcs_address: str, node_types: dict) -> dict:
         "upscaling_speed": 1.0,
         "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
         # what `ray up` does over SSH: nothing on one machine
-        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
-                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
-                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},  # fmt: skip
+        **{
+            key: []
+            for key in (
+                "initialization_commands",
+                "setup_commands",
+                "head_setup_commands",
+                "worker_setup_commands",
+                "head_start_ray_commands",
+                "worker_start_ray_commands",
+                "cluster_synced_files",
+                "rsync_exclude",
+                "rsync_filter",
+            )
+        },
         **{key: {} for key in ("auth", "docker", "file_mounts")},
         "file_mounts_sync_continuously": False,
     }
@@ -289,9 +329,13 @@ SWEEP = {  # 2 tiny trials at once, each one Train worker that needs a `trainer`
     "train": {"batch_size": 32, "steps": 40, "eval_every": 20, "checkpoint_every": 20, "report_every": 20},
     "eval": {"num_samples": 200},
     "scaling": {"num_workers": 1, "cpus_per_worker": 1, "resources_per_worker": {"trainer": 1}},
-    "tune": {"num_samples": 1, "max_concurrent": 2, "scheduler": {"name": "fifo"},
-             "search_space": {"optim.d.lr": {"grid": [2.0e-4, 1.0e-3]}}},
-}  # fmt: skip
+    "tune": {
+        "num_samples": 1,
+        "max_concurrent": 2,
+        "scheduler": {"name": "fifo"},
+        "search_space": {"optim.d.lr": {"grid": [2.0e-4, 1.0e-3]}},
+    },
+}
 
 
 def test_autoscaler_adds_nodes_for_a_sweep_and_removes_them_when_idle(tmp_path):
@@ -304,11 +348,21 @@ def test_autoscaler_adds_nodes_for_a_sweep_and_removes_them_when_idle(tmp_path):
     with ray_head("--num-cpus=0", f"--object-store-memory={128 * MiB}", fake_node_types=TRAINER_NODES) as head:
         assert head.raylets() == 1  # min_workers 0: the head alone
         # How a user runs a sweep on a running cluster: RAY_ADDRESS, then raygan's own run_sweep.
-        command = [sys.executable, "-m", "raygan.tune", str(sweep), "--storage", str(tmp_path), "--name", "scale",
-                   "--json"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "raygan.tune",
+            str(sweep),
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "scale",
+            "--json",
+        ]
         with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
-            driver = subprocess.Popen(command, env={**head.env, "RAY_ADDRESS": head.gcs_address}, cwd=ROOT,
-                                      stdout=stdout, stderr=stderr)  # fmt: skip
+            driver = subprocess.Popen(
+                command, env={**head.env, "RAY_ADDRESS": head.gcs_address}, cwd=ROOT, stdout=stdout, stderr=stderr
+            )
         peak_workers, deadline = 0, time.monotonic() + 600
         try:
             while driver.poll() is None:  # while the sweep runs, count the nodes the autoscaler adds

@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ def test_defaults_validate():
 
 def test_config_is_frozen():
     cfg = build_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.steps = 5  # type: ignore[misc]
 
 
@@ -150,26 +151,45 @@ def test_cli_missing_config_and_bad_arguments():
 
 
 def test_cli_missing_data_exits_2_before_ray(tmp_path):
-    result = run_cli("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path / "store"),
-                     "--set", "data.name=folder", "--set", f"data.path={tmp_path}/empty")  # fmt: skip
+    result = run_cli(
+        "train",
+        "tune_configs/smoke.yaml",
+        "--storage",
+        str(tmp_path / "store"),
+        "--set",
+        "data.name=folder",
+        "--set",
+        f"data.path={tmp_path}/empty",
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: data.path: {tmp_path}/empty: no such folder"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.png").write_bytes(b"garbage")
-    result = run_cli("train", "tune_configs/smoke.yaml", "--storage", str(tmp_path / "store"),
-                     "--set", "data.name=folder", "--set", f"data.path={tmp_path}/empty")  # fmt: skip
+    result = run_cli(
+        "train",
+        "tune_configs/smoke.yaml",
+        "--storage",
+        str(tmp_path / "store"),
+        "--set",
+        "data.name=folder",
+        "--set",
+        f"data.path={tmp_path}/empty",
+    )
     assert result.returncode == 2 and "no readable images" in result.stderr
     assert not (tmp_path / "store").exists()
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["loss.r1_gamma=1"], "model.d_norm"),  # the default D has batch norm
-    (["train.ada_target=0.6"], "train.ada_target"),  # nothing to adapt
-    (["train.augment_p=1.5", "train.augment=[color]"], "train.augment_p"),
-    (["data.name=emoji", "data.image_size=128"], "data.image_size"),
-    (["data.background=pink"], "data.background"),
-    (["loss.reg_interval=0"], "loss.reg_interval"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["loss.r1_gamma=1"], "model.d_norm"),  # the default D has batch norm
+        (["train.ada_target=0.6"], "train.ada_target"),  # nothing to adapt
+        (["train.augment_p=1.5", "train.augment=[color]"], "train.augment_p"),
+        (["data.name=emoji", "data.image_size=128"], "data.image_size"),
+        (["data.background=pink"], "data.background"),
+        (["loss.reg_interval=0"], "loss.reg_interval"),
+    ],
+)
 def test_modern_recipe_keys_are_checked(overrides, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         build_config({}, overrides)

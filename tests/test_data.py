@@ -14,7 +14,10 @@ def test_digits_splits_are_fixed_and_disjoint():
     assert train.images.shape == (1437, 1, 32, 32) and train.num_classes == 10
     assert train.images.min() >= -1 and train.images.max() <= 1
     assert torch.bincount(test.labels).min() >= 35  # stratified
-    small = lambda d: {tuple(x.flatten().tolist()) for x in load_dataset(DataConfig(image_size=8), split=d).images}
+
+    def small(d):
+        return {tuple(x.flatten().tolist()) for x in load_dataset(DataConfig(image_size=8), split=d).images}
+
     assert not small("train") & small("test")
     assert torch.equal(dataset_from_spec("digits:test", 32).images, test.images)
 

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_step import make, run_steps, tiny
 from torch import nn
 
 from raygan.checkpoint import GENERATOR, checkpoint_name, write_checkpoint
 from raygan.cli import main
 from raygan.train.step import generate, unwrap
-from test_step import make, run_steps, tiny
 
 # TorchScript and the TorchScript-based ONNX exporter warn that they are deprecated in torch 2.13; the
 # contract names both formats, and these tests are what fails first when one stops working
@@ -71,7 +71,9 @@ def look_trained(G: nn.Module, z: torch.Tensor, labels) -> None:
         m.reset_running_stats()
         m.momentum = None  # a plain average over the batch below
     g = torch.Generator().manual_seed(1)
-    G.train()(torch.randn(64, z.shape[1], generator=g), None if labels is None else torch.randint(10, (64,), generator=g))
+    G.train()(
+        torch.randn(64, z.shape[1], generator=g), None if labels is None else torch.randint(10, (64,), generator=g)
+    )
     G.eval()
     last = [m for m in G.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
     last.weight.mul_(1.0 / torch.atanh(G(z, labels).clamp(-0.999, 0.999)).std())
@@ -102,13 +104,21 @@ def exported(tmp_path_factory):
     np.savez(root / "inputs.npz", z=z.numpy(), labels=labels.numpy())
     job = {"inputs": str(root / "inputs.npz"), "images": str(root / "images.npz"), "files": files}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    loaded = subprocess.run([sys.executable, "-c", LOADER, json.dumps(job)], capture_output=True, text=True,
-                            cwd=root, env=env, timeout=300)  # fmt: skip
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADER, json.dumps(job)], capture_output=True, text=True, cwd=root, env=env, timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     found = json.loads(loaded.stdout.strip().splitlines()[-1])
     images = dict(np.load(root / "images.npz"))
-    return {"expected": expected, "images": images, "found": found, "engines": engines, "checkpoints": checkpoints,
-            "z": z, "labels": labels}  # fmt: skip
+    return {
+        "expected": expected,
+        "images": images,
+        "found": found,
+        "engines": engines,
+        "checkpoints": checkpoints,
+        "z": z,
+        "labels": labels,
+    }
 
 
 CASES = [f"{model}/{fmt}" for model in MODELS for fmt in FORMATS]
@@ -163,7 +173,10 @@ def test_a_run_exports_its_best_checkpoint(tmp_path, capsys):
     for step, fid in ((1, 2.0), (2, 9.0)):
         run_steps(engine, dataset, cfg, 1)
         write_checkpoint(tmp_path / "run" / checkpoint_name(step), engine, cfg, {"fid": fid})
-    assert main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(tmp_path / "G.pt"), "--json"]) == 0
+    assert (
+        main(["export", str(tmp_path / "run"), "--format", "torchscript", "--out", str(tmp_path / "G.pt"), "--json"])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["checkpoint"] == str(tmp_path / "run" / checkpoint_name(1)) and result["step"] == 1
     assert result["bytes"] == (tmp_path / "G.pt").stat().st_size
@@ -182,9 +195,14 @@ def _bad_inputs(tmp_path):
         "missing": (["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", out], str(tmp_path / "nowhere")),
         "unknown format": (["export", str(checkpoint), "--format", "tflite", "--out", out], "--format"),
         "no format": (["export", str(checkpoint), "--out", out], "--format"),
-        "out under a file": (["export", str(checkpoint), "--format", "torchscript", "--out",
-                              str(tmp_path / "a-file" / "G.pt")], str(tmp_path / "a-file" / "G.pt")),  # fmt: skip
-        "out is a folder": (["export", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path)], str(tmp_path)),
+        "out under a file": (
+            ["export", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path / "a-file" / "G.pt")],
+            str(tmp_path / "a-file" / "G.pt"),
+        ),
+        "out is a folder": (
+            ["export", str(checkpoint), "--format", "torchscript", "--out", str(tmp_path)],
+            str(tmp_path),
+        ),
         "incomplete": (["export", str(cut), "--format", "torchscript", "--out", out], str(cut)),
     }
 
@@ -228,4 +246,3 @@ def test_export_from_s3_to_s3(s3, tmp_path):
 
     props = {p.key: json.loads(p.value) for p in onnx.load_from_string(read_bytes(out)).metadata_props}
     assert props["checkpoint"] == f"{run}/{local.name}" and props["num_classes"] == 10
-

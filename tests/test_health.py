@@ -108,18 +108,25 @@ def test_oscillating_losses_without_progress_is_non_convergence():
 
 def test_patience_and_stop_on_end_the_training_loop_with_the_reason():
     cfg = build_config(
-        {"data": {"image_size": 16}, "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8},
-         "train": {"batch_size": 16, "steps": 40, "eval_every": 5, "patience": 2}}
-    )  # fmt: skip
+        {
+            "data": {"image_size": 16},
+            "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8},
+            "train": {"batch_size": 16, "steps": 40, "eval_every": 5, "patience": 2},
+        }
+    )
     dataset = load_dataset(cfg.data)
     engine = GANEngine(cfg, 1, 10)
     fids = iter([30.0, 20.0, 25.0, 26.0, 27.0, 28.0, 29.0, 30.0])
     reports = []
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience)
     train_loop(
-        engine, indexed_batches(dataset, 16, 0), cfg, report=lambda m, c: reports.append((m, c)),
-        evaluate=lambda engine: {"fid": next(fids), "kid": 0.0}, monitor=monitor,
-    )  # fmt: skip
+        engine,
+        indexed_batches(dataset, 16, 0),
+        cfg,
+        report=lambda m, c: reports.append((m, c)),
+        evaluate=lambda engine: {"fid": next(fids), "kid": 0.0},
+        monitor=monitor,
+    )
     assert engine.step == 20  # best at 10, then 15 and 20 without a new best
     assert monitor.stop_reason.startswith("patience: no new best FID for 2 evaluations")
     final, checkpointed = reports[-1]

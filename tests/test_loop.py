@@ -60,8 +60,12 @@ def test_unscored_checkpoints_say_so_and_are_never_best(run_and_reports, capsys)
     assert best_checkpoint(str(run)).endswith(checkpoint_name(20))
     assert main(["checkpoints", "list", str(run)]) == 0
     listed = {line.split()[1]: line.split()[3] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert listed == {checkpoint_name(5): "unscored", checkpoint_name(10): "30", checkpoint_name(15): "unscored",
-                      checkpoint_name(20): "20"}  # fmt: skip
+    assert listed == {
+        checkpoint_name(5): "unscored",
+        checkpoint_name(10): "30",
+        checkpoint_name(15): "unscored",
+        checkpoint_name(20): "20",
+    }
 
 
 def test_with_the_scored_checkpoints_gone_the_best_is_the_latest_not_a_borrowed_score(tmp_path):
@@ -86,10 +90,17 @@ def test_ray_ranks_an_unscored_checkpoint_last():
 
 
 BUDGETED = {
-    "data": {"image_size": 16}, "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8},
-    "train": {"batch_size": 16, "steps": 10_000, "eval_every": 1000, "checkpoint_every": 1000, "report_every": 2,
-              "time_budget_s": 0.5},
-}  # fmt: skip
+    "data": {"image_size": 16},
+    "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8},
+    "train": {
+        "batch_size": 16,
+        "steps": 10_000,
+        "eval_every": 1000,
+        "checkpoint_every": 1000,
+        "report_every": 2,
+        "time_budget_s": 0.5,
+    },
+}
 
 
 def slow_batches(cfg, seconds=0.05):
@@ -106,9 +117,15 @@ def slow_batches(cfg, seconds=0.05):
 def budgeted_run(engine, cfg):
     reports = []
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience)
-    train_loop(engine, slow_batches(cfg), cfg, report=lambda m, c: reports.append((m, c)),
-               evaluate=lambda engine: {"fid": 50.0, "kid": 0.0}, monitor=monitor,
-               time_budget_s=cfg.train.time_budget_s)  # fmt: skip
+    train_loop(
+        engine,
+        slow_batches(cfg),
+        cfg,
+        report=lambda m, c: reports.append((m, c)),
+        evaluate=lambda engine: {"fid": 50.0, "kid": 0.0},
+        monitor=monitor,
+        time_budget_s=cfg.train.time_budget_s,
+    )
     return reports, monitor
 
 

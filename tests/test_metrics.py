@@ -189,7 +189,15 @@ def test_torchscript_extractor_and_folder_spec(tmp_path):
     for i in range(40):
         Image.fromarray(np.full((8, 8, 3), 3 * i, np.uint8)).save(folder / f"{i}.png")
     np.savez(tmp_path / "bright.npz", images=np.full((40, 3, 8, 8), 250, np.uint8))
-    result = raygan("fid", "--real", str(folder), "--fake", str(tmp_path / "bright.npz"),
-                    "--features", str(tmp_path / "features.pt"), "--json")  # fmt: skip
+    result = raygan(
+        "fid",
+        "--real",
+        str(folder),
+        "--fake",
+        str(tmp_path / "bright.npz"),
+        "--features",
+        str(tmp_path / "features.pt"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["fid"] > 0.5

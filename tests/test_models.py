@@ -17,7 +17,9 @@ def test_pytorch_examples_dcgan_parameter_counts():
 ARCH_NAMES = sorted(ARCHS)
 
 
-@pytest.mark.parametrize("size, layers", [(8, 3), (16, 2), (16, 4), (32, 2), (32, 4), (32, 5), (64, 3), (64, 5), (128, 6)])
+@pytest.mark.parametrize(
+    "size, layers", [(8, 3), (16, 2), (16, 4), (32, 2), (32, 4), (32, 5), (64, 3), (64, 5), (128, 6)]
+)
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_shapes_for_sizes_and_layer_counts(size, layers, channels, arch):
@@ -41,11 +43,17 @@ def test_options_give_finite_outputs(arch, d_norm, activation, conditional):
     cfg = build_config(
         {
             "model": {
-                "arch": arch, "d_norm": d_norm, "g_activation": activation, "d_activation": activation,
-                "d_dropout": 0.3, "conditional": conditional, "g_width": 16, "d_width": 16,
+                "arch": arch,
+                "d_norm": d_norm,
+                "g_activation": activation,
+                "d_activation": activation,
+                "d_dropout": 0.3,
+                "conditional": conditional,
+                "g_width": 16,
+                "d_width": 16,
             }
         }
-    )  # fmt: skip
+    )
     G, D = build_generator(cfg, 1, 10), build_discriminator(cfg, 1, 10)
     labels = torch.arange(4) % 10 if conditional else None
     logits = D(G(torch.randn(4, 100), labels), labels)

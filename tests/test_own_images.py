@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_module
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +27,11 @@ def make_folder(root):
         rgba = np.zeros((size, size, 4), np.uint8)
         colour = rng.integers(0, 256, 3)
         ys, xs = np.mgrid[:size, :size]
-        inside = (ys - size / 2) ** 2 + (xs - size / 2) ** 2 < (size / 3) ** 2 if i % 2 else \
-            (abs(ys - size / 2) < size / 3) & (abs(xs - size / 2) < size / 3)  # fmt: skip
+        inside = (
+            (ys - size / 2) ** 2 + (xs - size / 2) ** 2 < (size / 3) ** 2
+            if i % 2
+            else (abs(ys - size / 2) < size / 3) & (abs(xs - size / 2) < size / 3)
+        )
         rgba[inside] = (*colour, 255)
         image = Image.fromarray(rgba, "RGBA")
         kind = i % 4
@@ -51,8 +53,14 @@ class PlainFeatures(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, 2, 1),
-                                        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # fmt: skip
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, 2, 1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, 2, 1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
@@ -64,12 +72,33 @@ def test_own_folder_through_train_sample_fid_and_report(tmp_path):
     features = tmp_path / "features.pt"
     torch.jit.script(PlainFeatures()).save(str(features))
     result = raygan(
-        "train", "tune_configs/emoji.yaml", "--set", "data.name=folder", "--set", f"data.path={data}",
-        "--set", f"eval.features={features}", "--storage", str(storage), "--name", "mine", "--json",
+        "train",
+        "tune_configs/emoji.yaml",
+        "--set",
+        "data.name=folder",
+        "--set",
+        f"data.path={data}",
+        "--set",
+        f"eval.features={features}",
+        "--storage",
+        str(storage),
+        "--name",
+        "mine",
+        "--json",
         # a short run; the recipe's workers keep every CPU of this 2-core machine, as the streamed path could not
-        "--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "train.checkpoint_every=10",
-        "--set", "train.report_every=10", "--set", "eval.num_samples=32", "--set", "train.batch_size=16",
-    )  # fmt: skip
+        "--set",
+        "train.steps=20",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "train.checkpoint_every=10",
+        "--set",
+        "train.report_every=10",
+        "--set",
+        "eval.num_samples=32",
+        "--set",
+        "train.batch_size=16",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["step"] == 20 and np.isfinite(summary["fid"])

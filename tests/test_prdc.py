@@ -53,7 +53,9 @@ def test_equals_the_authors_implementation(dim, scale, shift):
     reference = pytest.importorskip("prdc")  # clovaai/prdc, a dev dependency
     real, fake = cloud(700, dim, seed=dim), cloud(600, dim, seed=dim + 1) * scale + shift
     with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
-        expected = reference.compute_prdc(real.double().numpy(), fake.double().numpy(), nearest_k=5)  # in float64 as ours
+        expected = reference.compute_prdc(
+            real.double().numpy(), fake.double().numpy(), nearest_k=5
+        )  # in float64 as ours
     assert prdc(real, fake) == pytest.approx({k: float(v) for k, v in expected.items()}, abs=1e-12)
 
 

@@ -14,12 +14,20 @@ pytestmark = pytest.mark.slow
 NO_BATCHNORM = {
     "seed": 1,
     "data": {"image_size": 16},
-    "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8, "latent_dim": 16,
-              "g_norm": "none", "d_norm": "layer", "conditional": True},
+    "model": {
+        "g_layers": 3,
+        "d_layers": 3,
+        "g_width": 8,
+        "d_width": 8,
+        "latent_dim": 16,
+        "g_norm": "none",
+        "d_norm": "layer",
+        "conditional": True,
+    },
     "loss": {"label_smoothing": 0.1, "label_flip": 0.1},
     "train": {"batch_size": 16, "steps": 4, "checkpoint_every": 4, "report_every": 4, "ema": 0.5},
     "eval": {"num_samples": 200},  # the run's last evaluation: what is compared here is the weights
-}  # fmt: skip
+}
 
 
 def final_state(tmp_path, name, tree, workers):
@@ -113,10 +121,11 @@ def test_distributed_fid_equals_the_single_process_value(ray_session, tmp_path):
     single.add_fake(fake)
     expected = single.compute(600, 500)
     trainer = TorchTrainer(
-        _fid_on_workers, train_loop_config={"real": real, "fake": fake},
+        _fid_on_workers,
+        train_loop_config={"real": real, "fake": fake},
         scaling_config=ray.train.ScalingConfig(num_workers=2),
         run_config=ray.train.RunConfig(name="fid", storage_path=str(tmp_path)),
-    )  # fmt: skip
+    )
     distributed = trainer.fit().return_value
     for key in ("fid", "kid", "mifid"):
         assert distributed[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key

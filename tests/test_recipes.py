@@ -43,7 +43,9 @@ class RealDigitsAsGenerator(torch.nn.Module):
 def test_label_accuracy_scores_what_was_asked_for(judge):
     right = label_accuracy(RealDigitsAsGenerator(shift=0), judge, per_class=30)
     assert right["accuracy"] >= 0.95 and len(right["per_class"]) == 10
-    wrong = label_accuracy(RealDigitsAsGenerator(shift=1), judge, per_class=30)  # every label answered by the next digit
+    wrong = label_accuracy(
+        RealDigitsAsGenerator(shift=1), judge, per_class=30
+    )  # every label answered by the next digit
     assert wrong["accuracy"] < 0.1
 
 
@@ -56,8 +58,19 @@ def test_a_short_conditional_run_follows_labels_and_still_uses_z(judge):
     from raygan.train.step import GANEngine, generate
 
     torch.set_num_threads(2)
-    cfg = build_config({"data": {"image_size": 16}, "model": {"g_layers": 3, "d_layers": 3, "g_width": 32,
-                        "d_width": 32, "latent_dim": 64, "conditional": True}})  # fmt: skip
+    cfg = build_config(
+        {
+            "data": {"image_size": 16},
+            "model": {
+                "g_layers": 3,
+                "d_layers": 3,
+                "g_width": 32,
+                "d_width": 32,
+                "latent_dim": 64,
+                "conditional": True,
+            },
+        }
+    )
     dataset = load_dataset(cfg.data)
     engine = GANEngine(cfg, dataset.channels, dataset.num_classes)
     batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed)
@@ -65,7 +78,9 @@ def test_a_short_conditional_run_follows_labels_and_still_uses_z(judge):
         engine.train_step([batches(k)])
     result = label_accuracy(engine.sampler, judge, per_class=50)
     assert result["accuracy"] >= 0.5, result
-    threes = generate(engine.sampler, torch.randn(200, 64, generator=torch.Generator().manual_seed(0)), torch.full((200,), 3))
+    threes = generate(
+        engine.sampler, torch.randn(200, 64, generator=torch.Generator().manual_seed(0)), torch.full((200,), 3)
+    )
     real_threes = dataset.images[dataset.labels == 3]
     assert threes.std(0).mean() >= 0.3 * real_threes.std(0).mean()
 
@@ -119,12 +134,29 @@ def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "rows.jsonl"
     done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"),
-         str(root / "tune_configs" / "digits_fid.yaml"),
-         "--steps", "4", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
-         "--variant", "recipe", "--variant", "plain", "train.augment=[]", "model.g_width=8"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "benchmarks" / "recipe_variants.py"),
+            str(root / "tune_configs" / "digits_fid.yaml"),
+            "--steps",
+            "4",
+            "--check-every",
+            "2",
+            "--out",
+            str(out),
+            "--save",
+            str(tmp_path / "runs"),
+            "--variant",
+            "recipe",
+            "--variant",
+            "plain",
+            "train.augment=[]",
+            "model.g_width=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["variant"], r["step"]) for r in rows) == [("plain", 2), ("plain", 4), ("recipe", 2), ("recipe", 4)]
@@ -137,8 +169,12 @@ def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
     G, cfg, meta = load_generator(str(tmp_path / "runs" / "plain" / "checkpoint_0000004"))
     assert meta["step"] == 4 and cfg.model.g_width == 8 and cfg.train.augment == ()
     checkpoint = tmp_path / "runs" / "plain" / "checkpoint_0000004"
-    check = subprocess.run([sys.executable, str(root / "benchmarks" / "digits_fid.py"), str(checkpoint)],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "digits_fid.py"), str(checkpoint)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
 
 
@@ -152,17 +188,37 @@ def test_stacked_check_scores_a_native_8x8_checkpoint(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "rows.jsonl"
     done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"), str(root / "tune_configs" / "stacked_modes.yaml"),
-         "--steps", "2", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
-         "--variant", "tiny", "model.g_width=8", "model.d_width=8"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "benchmarks" / "recipe_variants.py"),
+            str(root / "tune_configs" / "stacked_modes.yaml"),
+            "--steps",
+            "2",
+            "--check-every",
+            "2",
+            "--out",
+            str(out),
+            "--save",
+            str(tmp_path / "runs"),
+            "--variant",
+            "tiny",
+            "model.g_width=8",
+            "model.d_width=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["step"] == 2 and 1 <= row["modes"] <= 1000 and row["kl"] > 0.1 and len(row["legibility"]) == 3
     checkpoint = tmp_path / "runs" / "tiny" / "checkpoint_0000002"
-    check = subprocess.run([sys.executable, str(root / "benchmarks" / "stacked_modes.py"), str(checkpoint)],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    check = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "stacked_modes.py"), str(checkpoint)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
     assert "median confidence" in check.stdout and "real stacked-digits:test: 1000 / 1000 modes" in check.stdout
 
@@ -193,17 +249,42 @@ def test_emoji_check_scores_a_tiny_checkpoint(tmp_path):
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "rows.jsonl"
     done = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "recipe_variants.py"), str(root / "tune_configs" / "emoji.yaml"),
-         "--steps", "2", "--check-every", "2", "--out", str(out), "--save", str(tmp_path / "runs"),
-         "--variant", "tiny", "model.g_width=8", "model.d_width=8", "data.image_size=16", "model.g_layers=3",
-         "model.d_layers=3"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(root / "benchmarks" / "recipe_variants.py"),
+            str(root / "tune_configs" / "emoji.yaml"),
+            "--steps",
+            "2",
+            "--check-every",
+            "2",
+            "--out",
+            str(out),
+            "--save",
+            str(tmp_path / "runs"),
+            "--variant",
+            "tiny",
+            "model.g_width=8",
+            "model.d_width=8",
+            "data.image_size=16",
+            "model.g_layers=3",
+            "model.d_layers=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["step"] == 2 and row["ratio"] > 1 and row["kl"] > 0
-    check = subprocess.run([sys.executable, str(root / "benchmarks" / "emoji_quality.py"),
-                            str(tmp_path / "runs" / "tiny" / "checkpoint_0000002")],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    check = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "emoji_quality.py"),
+            str(tmp_path / "runs" / "tiny" / "checkpoint_0000002"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
     assert "blur baseline ( 8px)" in check.stdout and "no evaluation records" in check.stdout

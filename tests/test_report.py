@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
+from conftest import run_module
 from PIL import Image
 
-from conftest import run_module
 from raygan.cli import main
 from raygan.report import grid_array, load_run, loss_keys, trial_runs, write_report
 from raygan.storage import read_bytes
@@ -35,28 +35,55 @@ def u_shaped_fid(step: int) -> float:
     return 20.0 + (step - 150) ** 2 / 100
 
 
-def write_run(run_uri, steps=range(25, 301, 25), eval_every=50, losses=("g_loss", "D_loss"), fid=u_shaped_fid,
-              modes=True, events=(), stop_reason=None) -> list[int]:  # fmt: skip
+def write_run(
+    run_uri,
+    steps=range(25, 301, 25),
+    eval_every=50,
+    losses=("g_loss", "D_loss"),
+    fid=u_shaped_fid,
+    modes=True,
+    events=(),
+    stop_reason=None,
+) -> list[int]:
     """metrics.jsonl and grids/ as training writes them; returns the evaluation steps."""
     log = RunLog(str(run_uri))
     evaluations = []
     for step in steps:
-        metrics = {"step": step, "images_per_s": 1000.0 + step, "D_accuracy": 0.7, "d_skipped": 0, "g_skipped": 0,
-                   "lr_G": 2e-4, "lr_D": 2e-4, **{key: 1.0 + step / 1000 for key in losses}}  # fmt: skip
+        metrics = {
+            "step": step,
+            "images_per_s": 1000.0 + step,
+            "D_accuracy": 0.7,
+            "d_skipped": 0,
+            "g_skipped": 0,
+            "lr_G": 2e-4,
+            "lr_D": 2e-4,
+            **{key: 1.0 + step / 1000 for key in losses},
+        }
         grid = None
         if step % eval_every == 0:
             evaluations.append(step)
             happened = [{"step": s, "condition": c, "detail": f"{c} seen"} for s, c in events if s <= step]
             best = min(evaluations, key=fid)
-            metrics.update(fid=fid(step), kid=fid(step) / 1000, kid_std=0.001, eval_s=0.5, new_best=int(best == step),
-                           best_fid=fid(best), best_step=best, diversity=0.2)  # fmt: skip
+            metrics.update(
+                fid=fid(step),
+                kid=fid(step) / 1000,
+                kid_std=0.001,
+                eval_s=0.5,
+                new_best=int(best == step),
+                best_fid=fid(best),
+                best_step=best,
+                diversity=0.2,
+            )
             if modes:
                 metrics.update(modes_covered=min(10, step // 25), modes_total=10, mode_kl=1.0 / step)
             conditions = {e["condition"] for e in happened}
             metrics.update({f"health_{c}": int(c in conditions) for c in ("nan", "collapse", "non_convergence")})
-            metrics["health"] = {"status": happened[-1]["condition"] if happened else "ok",
-                                 "flags": {c: c in conditions for c in ("nan", "collapse", "non_convergence")},
-                                 "events": happened, "stop_reason": stop_reason if step == steps[-1] else None}  # fmt: skip
+            metrics["health"] = {
+                "status": happened[-1]["condition"] if happened else "ok",
+                "flags": {c: c in conditions for c in ("nan", "collapse", "non_convergence")},
+                "events": happened,
+                "stop_reason": stop_reason if step == steps[-1] else None,
+            }
             grid = grid_array(torch.rand(16, 3, 8, 8) * 2 - 1, 4)
         log.record(metrics, grid)
     log.close()
@@ -67,9 +94,19 @@ def write_run(run_uri, steps=range(25, 301, 25), eval_every=50, losses=("g_loss"
 def summary_row(trial, searched: dict, fid=u_shaped_fid, last_step=300, stop_reason="completed") -> dict:
     evaluations = range(50, last_step + 1, 50)
     best = min(evaluations, key=fid)
-    return {"trial": trial, "order": int(trial[1:]), **searched, "best_fid": fid(best), "best_step": best,
-            "last_step": last_step, "trained_s": last_step / 10, "images_seen": last_step * 64, "health": "ok",
-            "stop_reason": stop_reason, "best_checkpoint": f"runs/{trial}/checkpoint_{best:07d}"}  # fmt: skip
+    return {
+        "trial": trial,
+        "order": int(trial[1:]),
+        **searched,
+        "best_fid": fid(best),
+        "best_step": best,
+        "last_step": last_step,
+        "trained_s": last_step / 10,
+        "images_seen": last_step * 64,
+        "health": "ok",
+        "stop_reason": stop_reason,
+        "best_checkpoint": f"runs/{trial}/checkpoint_{best:07d}",
+    }
 
 
 def shifted(offset: float):
@@ -104,11 +141,21 @@ def experiment(tmp_path_factory) -> Path:
     write_run(root / "runs" / "t2-from-t0-100", steps=range(125, 301, 25), fid=shifted(5))  # ...then the donor's
     rows = [
         summary_row("t0", {"optim.d.lr": 1e-4, "model.g_activation": "relu"}),
-        summary_row("t1", {"optim.d.lr": 1e-2, "model.g_activation": "leaky_relu"}, shifted(30), 100,
-                    "stopped by the scheduler"),  # fmt: skip
+        summary_row(
+            "t1", {"optim.d.lr": 1e-2, "model.g_activation": "leaky_relu"}, shifted(30), 100, "stopped by the scheduler"
+        ),
         summary_row("t2", {"optim.d.lr": 1e-3, "model.g_activation": "relu"}, shifted(5)),
-        {"trial": "t3", "optim.d.lr": 3e-3, "model.g_activation": "leaky_relu", "best_fid": None, "best_step": None,
-         "last_step": None, "health": None, "stop_reason": "error: boom", "best_checkpoint": None},  # fmt: skip
+        {
+            "trial": "t3",
+            "optim.d.lr": 3e-3,
+            "model.g_activation": "leaky_relu",
+            "best_fid": None,
+            "best_step": None,
+            "last_step": None,
+            "health": None,
+            "stop_reason": "error: boom",
+            "best_checkpoint": None,
+        },
     ]
     write_summary(str(root), rows, ["optim.d.lr", "model.g_activation"])
     return root
@@ -246,8 +293,14 @@ def test_experiment_report_writes_every_file(experiment_report):
     result = experiment_report
     out = Path(result["out"])
     assert result["kind"] == "experiment"
-    expected = {"index.html", "fid_trials.png", "search_progress.png", "trials.csv", "effect_optim.d.lr.png",
-                "effect_model.g_activation.png"}  # fmt: skip
+    expected = {
+        "index.html",
+        "fid_trials.png",
+        "search_progress.png",
+        "trials.csv",
+        "effect_optim.d.lr.png",
+        "effect_model.g_activation.png",
+    }
     expected |= {f"trials/{t}/{name}" for t in ("t0", "t1", "t2") for name in RUN_FILES}  # t3 left no run
     assert set(result["files"]) == expected and result["files"][-1] == "index.html"
     assert all((out / name).is_file() for name in expected)
@@ -282,7 +335,10 @@ def test_experiment_report_shows_each_trials_cost_and_how_the_search_went(experi
     progress = experiment_report["best_so_far"]
     assert [p["trial"] for p in progress] == ["t0", "t1", "t2", "t3"]  # the order they were started in
     assert [p["best_fid"] for p in progress] == [20.0, 20.0, 20.0, 20.0] and progress[-1]["trained_s"] == 70.0
-    assert experiment_report["importance"] == {"optim.d.lr": 1.0, "model.g_activation": None}  # lr 1e-4 < 1e-3 < 1e-2, FID 20 < 25 < 50
+    assert experiment_report["importance"] == {
+        "optim.d.lr": 1.0,
+        "model.g_activation": None,
+    }  # lr 1e-4 < 1e-3 < 1e-2, FID 20 < 25 < 50
     stored = json.loads((experiment / "search.json").read_text())  # what the sweep wrote beside summary.json
     assert stored["importance"] == experiment_report["importance"]
 
@@ -310,9 +366,15 @@ def test_best_so_far_never_rises_and_cost_only_grows():
 def test_importance_is_the_rank_correlation_of_numeric_values_with_best_fid():
     from raygan.report import importance
 
-    rows = [{"lr": lr, "width": w, "act": a, "best_fid": fid}
-            for lr, w, a, fid in [(1e-4, 64, "relu", 40.0), (3e-4, 32, "relu", 30.0), (1e-3, 16, "leaky", 10.0),
-                                  (2e-3, 8, "leaky", None)]]  # fmt: skip
+    rows = [
+        {"lr": lr, "width": w, "act": a, "best_fid": fid}
+        for lr, w, a, fid in [
+            (1e-4, 64, "relu", 40.0),
+            (3e-4, 32, "relu", 30.0),
+            (1e-3, 16, "leaky", 10.0),
+            (2e-3, 8, "leaky", None),
+        ]
+    ]
     assert importance(rows, ["lr", "width", "act"]) == {"lr": -1.0, "width": 1.0, "act": None}
     assert importance(rows[:2], ["lr"]) == {"lr": None}  # two scored trials say nothing
 
@@ -368,8 +430,9 @@ def _bad_inputs(tmp_path) -> dict[str, Path]:
     return {name: tmp_path / name for name in names}
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "other", "a_file", "corrupt", "no_records", "bad_summary",
-                                  "no_trials"])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "other", "a_file", "corrupt", "no_records", "bad_summary", "no_trials"]
+)
 def test_bad_input_exits_2_and_writes_nothing(kind, tmp_path, capsys):
     bad = _bad_inputs(tmp_path)[kind]
     out = tmp_path / "out"
@@ -398,10 +461,18 @@ def test_report_needs_out(run, capsys):
 
 def images_in_chromium(page: Path, profile: Path) -> dict[str, str]:
     """src -> "yes" / "no" (the page's own script marks each <img> once loaded), "unmarked" if it never ran."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", f"--user-data-dir={profile}",
-               "--virtual-time-budget=10000",  # let the page finish loading before the DOM is dumped
-               "--dump-dom", page.resolve().as_uri()]  # fmt: skip
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",  # let the page finish loading before the DOM is dumped
+        "--dump-dom",
+        page.resolve().as_uri(),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     parser = _References()

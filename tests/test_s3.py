@@ -12,8 +12,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import run_module
+
 from raygan.cli import main
 
 
@@ -34,15 +34,32 @@ def last_json(result) -> dict:
     "uri, env, cause",
     [
         ("s3://raygan-missing/runs", {}, "bucket 'raygan-missing' does not exist"),
-        ("s3://raygan-pre/runs", {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "credentials were rejected (SignatureDoesNotMatch)"),
-        ("s3://raygan-pre/runs", {"AWS_ACCESS_KEY_ID": "AKIANOTAKEY"}, "credentials were rejected (InvalidAccessKeyId)"),
+        (
+            "s3://raygan-pre/runs",
+            {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+            "credentials were rejected (SignatureDoesNotMatch)",
+        ),
+        (
+            "s3://raygan-pre/runs",
+            {"AWS_ACCESS_KEY_ID": "AKIANOTAKEY"},
+            "credentials were rejected (InvalidAccessKeyId)",
+        ),
         ("s3://raygan-pre/runs", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint"),
         ("s3:/raygan-pre/runs", {}, "malformed URI"),
         ("s3://", {}, "no bucket name"),
         ("s3://Raygan_Pre/runs", {}, "not a valid S3 bucket name"),
         ("nfs://raygan-pre/runs", {}, "unsupported storage URI"),
     ],
-    ids=["missing-bucket", "wrong-secret", "unknown-key", "unreachable", "one-slash", "no-bucket", "bad-name", "scheme"],
+    ids=[
+        "missing-bucket",
+        "wrong-secret",
+        "unknown-key",
+        "unreachable",
+        "one-slash",
+        "no-bucket",
+        "bad-name",
+        "scheme",
+    ],
 )
 def test_preflight_failures_exit_2_naming_the_uri(s3, monkeypatch, capsys, uri, env, cause):
     s3.bucket("raygan-pre")
@@ -79,8 +96,11 @@ def test_a_crafted_pickle_in_the_bucket_is_refused_without_running(s3, tmp_path,
 
     payload = pickle.dumps(Exploit())
     checkpoint = "s3://raygan-evil/run/checkpoint_0000010"
-    files = {"generator.pt": payload, "config.json": b"{}", "meta.json": json.dumps({"step": 10, "channels": 1,
-             "num_classes": 10}).encode()}  # fmt: skip
+    files = {
+        "generator.pt": payload,
+        "config.json": b"{}",
+        "meta.json": json.dumps({"step": 10, "channels": 1, "num_classes": 10}).encode(),
+    }
     files["manifest.json"] = json.dumps({name: len(data) for name, data in files.items()}).encode()
     for name, data in files.items():
         write_bytes(f"{checkpoint}/{name}", data)
@@ -112,8 +132,8 @@ def ray_train_workers(driver: subprocess.Popen) -> list[int]:
     """PIDs of the live Ray Train workers below this driver, which started its own Ray (the raylet is its
     child and starts the workers; Ray names them by actor class). Only its own: another test may be
     training beside it."""
-    import ray  # noqa: F401  puts the psutil it vendors on sys.path
     import psutil
+    import ray  # noqa: F401  puts the psutil it vendors on sys.path
 
     try:
         below = psutil.Process(driver.pid).children(recursive=True)
@@ -145,8 +165,16 @@ def complete_checkpoints(s3, bucket: str, run: str) -> set[str]:
     return {key.split("/")[-2] for key in s3.keys(bucket, run + "/") if key.endswith("/manifest.json")}
 
 
-SMALL_RUN = ["--set", "train.steps=150", "--set", "train.checkpoint_every=25", "--set", "train.eval_every=50",
-             "--set", "train.keep_checkpoints=10"]  # fmt: skip
+SMALL_RUN = [
+    "--set",
+    "train.steps=150",
+    "--set",
+    "train.checkpoint_every=25",
+    "--set",
+    "train.eval_every=50",
+    "--set",
+    "train.keep_checkpoints=10",
+]
 
 
 @pytest.mark.slow
@@ -156,12 +184,26 @@ def test_train_on_s3_survives_a_killed_worker_resumes_and_reads_back(s3, tmp_pat
     read the checkpoints back; the secret key appears in no output or stored file."""
     bucket = s3.bucket("raygan-train")
     storage = f"s3://{bucket}/runs"
-    command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "ft", "--storage",
-               storage, *SMALL_RUN, "--set", "train.max_failures=1", "--json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "raygan.cli",
+        "train",
+        "tune_configs/smoke.yaml",
+        "--name",
+        "ft",
+        "--storage",
+        storage,
+        *SMALL_RUN,
+        "--set",
+        "train.max_failures=1",
+        "--json",
+    ]
     log = open(tmp_path / "first.log", "w+")
     own_ray = {"RAY_ADDRESS": "local"}  # never a cluster `ray start` left behind: its workers are below the driver
-    run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
-                           env={**os.environ, **s3.env, **own_ray})  # fmt: skip
+    run = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **s3.env, **own_ray}
+    )
     try:
         # a second checkpoint in the bucket means Ray has registered the first (reports are processed in order)
         wait_for(lambda: len(complete_checkpoints(s3, bucket, "runs/ft")) >= 2, 300, "two checkpoints", run)
@@ -176,8 +218,19 @@ def test_train_on_s3_survives_a_killed_worker_resumes_and_reads_back(s3, tmp_pat
     assert summary["step"] == 150 and summary["best_checkpoint"].startswith(f"{storage}/ft/checkpoint_")
     assert "resumed from step" in first, first[-3000:]
 
-    again = raygan(s3, "train", "tune_configs/smoke.yaml", "--name", "ft", "--storage", storage, *SMALL_RUN,
-                   "--set", "train.steps=175", "--json")  # fmt: skip
+    again = raygan(
+        s3,
+        "train",
+        "tune_configs/smoke.yaml",
+        "--name",
+        "ft",
+        "--storage",
+        storage,
+        *SMALL_RUN,
+        "--set",
+        "train.steps=175",
+        "--json",
+    )
     assert last_json(again)["step"] == 175 and "resumed from step 150" in again.stdout + again.stderr
 
     listing = raygan(s3, "checkpoints", "list", storage, "--json")
@@ -261,9 +314,23 @@ def test_a_storage_outage_mid_run_delays_checkpoints_but_the_run_finishes(s3, tm
     proxy = TcpProxy(int(s3.endpoint.rsplit(":", 1)[1]))
     proxy.start()
     env = {**os.environ, **s3.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
-    command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "outage", "--storage",
-               f"s3://{bucket}/runs", *SMALL_RUN, "--set", "scaling.num_workers=1", "--set", "train.steps=250",
-               "--json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "raygan.cli",
+        "train",
+        "tune_configs/smoke.yaml",
+        "--name",
+        "outage",
+        "--storage",
+        f"s3://{bucket}/runs",
+        *SMALL_RUN,
+        "--set",
+        "scaling.num_workers=1",
+        "--set",
+        "train.steps=250",
+        "--json",
+    ]
     log = open(tmp_path / "run.log", "w+")
     run = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -302,8 +369,18 @@ def test_a_sweep_on_s3_writes_there_and_resumes_from_it(smoke_sweep, s3):
     assert is_file(f"{summary['best_checkpoint']}/generator.pt") and is_file(f"{experiment}/summary.json")
     before = s3.keys(bucket, f"{prefix}/runs/")  # every file, so that the report test reads the same sweep
     assert any(k.endswith("/generator.pt") for k in before)
-    resumed = raygan(s3, "tune", "tune_configs/smoke.yaml", "--storage", experiment.rsplit("/", 1)[0], "--name",
-                     "smoke", "--resume", "--json", timeout=900)  # fmt: skip
+    resumed = raygan(
+        s3,
+        "tune",
+        "tune_configs/smoke.yaml",
+        "--storage",
+        experiment.rsplit("/", 1)[0],
+        "--name",
+        "smoke",
+        "--resume",
+        "--json",
+        timeout=900,
+    )
     assert last_json(resumed)["best_fid"] == pytest.approx(summary["best_fid"])
     assert s3.keys(bucket, f"{prefix}/runs/") == before  # finished trials were not rerun, nor re-reported
     secret, client = s3.env["AWS_SECRET_ACCESS_KEY"].encode(), s3.client()

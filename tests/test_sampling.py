@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_export import look_trained
+from test_step import make, tiny
 
 from raygan.checkpoint import checkpoint_name, load_generator, write_checkpoint
 from raygan.cli import main
 from raygan.sampling import class_rows, draw_latents, latent_walk, slerp, tiles
 from raygan.train.step import generate
-from test_export import look_trained
-from test_step import make, tiny
 
 MODELS = {"unconditional": [], "conditional": ["model.conditional=true"]}
 
@@ -88,8 +88,10 @@ def test_truncation_one_is_plain_sampling_and_smaller_psi_scales_the_same_draw()
 
 def test_smaller_psi_gives_less_varied_samples(checkpoints):
     G, _, _ = load_generator(checkpoints["unconditional"])
-    spread = [mean_pairwise_distance(generate(G, draw_latents(64, 16, seed=0, truncation=psi)[0]))
-              for psi in (1.0, 0.8, 0.6, 0.4, 0.2)]  # fmt: skip
+    spread = [
+        mean_pairwise_distance(generate(G, draw_latents(64, 16, seed=0, truncation=psi)[0]))
+        for psi in (1.0, 0.8, 0.6, 0.4, 0.2)
+    ]
     assert all(a > b for a, b in zip(spread, spread[1:])), spread
     assert spread[-1] < 0.5 * spread[0], spread
 
@@ -98,7 +100,9 @@ def test_psi_one_on_the_command_line_writes_what_plain_sampling_writes(checkpoin
     ckpt = checkpoints["unconditional"]
     assert main(["sample", ckpt, "--num", "8", "--seed", "3", "--out", str(tmp_path / "plain")]) == 0
     assert main(["sample", ckpt, "--num", "8", "--seed", "3", "--truncation", "1", "--out", str(tmp_path / "one")]) == 0
-    assert main(["sample", ckpt, "--num", "8", "--seed", "3", "--truncation", "0.5", "--out", str(tmp_path / "half")]) == 0
+    assert (
+        main(["sample", ckpt, "--num", "8", "--seed", "3", "--truncation", "0.5", "--out", str(tmp_path / "half")]) == 0
+    )
     plain, one, half = (np.load(tmp_path / f"{name}.npz")["images"] for name in ("plain", "one", "half"))
     G, _, _ = load_generator(ckpt)
     expected = generate(G, torch.randn(8, 16, generator=torch.Generator().manual_seed(3)))
@@ -121,9 +125,13 @@ def test_class_rows_share_each_columns_latent():
 
 
 def test_grid_classes_draws_a_row_per_class(checkpoints, tmp_path):
-    assert main(["sample", checkpoints["conditional"], "--num", "3", "--grid-classes", "--out", str(tmp_path / "g")]) == 0
+    assert (
+        main(["sample", checkpoints["conditional"], "--num", "3", "--grid-classes", "--out", str(tmp_path / "g")]) == 0
+    )
     saved = np.load(tmp_path / "g.npz")
-    assert saved["images"].shape == (30, 1, 16, 16) and saved["labels"].tolist() == [c for c in range(10) for _ in range(3)]
+    assert saved["images"].shape == (30, 1, 16, 16) and saved["labels"].tolist() == [
+        c for c in range(10) for _ in range(3)
+    ]
     with Image.open(tmp_path / "g.png") as grid:  # 16x16 images are drawn at 32x32, 2 pixels apart
         assert grid.size == (3 * 34 + 2, 10 * 34 + 2)
 
@@ -137,11 +145,14 @@ def gif_frames(path):
         return gif.n_frames, sizes, gif.info.get("loop")
 
 
-@pytest.mark.parametrize("model, args, size", [
-    ("unconditional", ["--num", "4"], (2 * 34 + 2, 2 * 34 + 2)),       # 4 walks: a 2 x 2 grid
-    ("conditional", ["--num", "2", "--grid-classes"], (2 * 34 + 2, 10 * 34 + 2)),  # a row per class
-    ("conditional", ["--num", "3", "--label", "7"], (2 * 34 + 2, 2 * 34 + 2)),  # 3 sevens on a 2 x 2 grid
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "model, args, size",
+    [
+        ("unconditional", ["--num", "4"], (2 * 34 + 2, 2 * 34 + 2)),  # 4 walks: a 2 x 2 grid
+        ("conditional", ["--num", "2", "--grid-classes"], (2 * 34 + 2, 10 * 34 + 2)),  # a row per class
+        ("conditional", ["--num", "3", "--label", "7"], (2 * 34 + 2, 2 * 34 + 2)),  # 3 sevens on a 2 x 2 grid
+    ],
+)
 def test_interpolate_writes_a_looping_gif_with_a_frame_per_step(checkpoints, tmp_path, model, args, size):
     out = tmp_path / "walk"
     assert main(["sample", checkpoints[model], *args, "--interpolate", "3", "--frames", "4", "--out", str(out)]) == 0
@@ -152,28 +163,50 @@ def test_interpolate_writes_a_looping_gif_with_a_frame_per_step(checkpoints, tmp
 def test_the_walks_first_frame_is_the_still_grid(checkpoints, tmp_path):
     ckpt = checkpoints["conditional"]
     assert main(["sample", ckpt, "--num", "2", "--grid-classes", "--seed", "5", "--out", str(tmp_path / "still")]) == 0
-    assert main(["sample", ckpt, "--num", "2", "--grid-classes", "--seed", "5", "--interpolate", "2",
-                 "--out", str(tmp_path / "walk")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "sample",
+                ckpt,
+                "--num",
+                "2",
+                "--grid-classes",
+                "--seed",
+                "5",
+                "--interpolate",
+                "2",
+                "--out",
+                str(tmp_path / "walk"),
+            ]
+        )
+        == 0
+    )
     with Image.open(tmp_path / "walk.gif") as gif, Image.open(tmp_path / "still.png") as still:
         first = np.asarray(gif.convert("RGB")).astype(int)
         assert np.abs(first - np.asarray(still.convert("RGB")).astype(int)).max() <= 8  # GIF palette rounding
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--truncation", "0"], "--truncation"),
-    (["--truncation", "1.5"], "--truncation"),
-    (["--interpolate", "1"], "--interpolate"),
-    (["--frames", "4"], "--frames"),
-    (["--interpolate", "2", "--frames", "0"], "--frames"),
-    (["--num", "0"], "--num"),
-    (["--grid-classes"], "not a conditional model"),
-    (["--label", "3"], "not a conditional model"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--truncation", "0"], "--truncation"),
+        (["--truncation", "1.5"], "--truncation"),
+        (["--interpolate", "1"], "--interpolate"),
+        (["--frames", "4"], "--frames"),
+        (["--interpolate", "2", "--frames", "0"], "--frames"),
+        (["--num", "0"], "--num"),
+        (["--grid-classes"], "not a conditional model"),
+        (["--label", "3"], "not a conditional model"),
+    ],
+)
 def test_bad_sampling_arguments_exit_2_naming_them(checkpoints, tmp_path, capsys, args, needle):
     assert main(["sample", checkpoints["unconditional"], *args, "--out", str(tmp_path / "x")]) == 2
     assert needle in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
 def test_grid_classes_with_a_label_is_a_contradiction(checkpoints, tmp_path, capsys):
-    assert main(["sample", checkpoints["conditional"], "--grid-classes", "--label", "2", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["sample", checkpoints["conditional"], "--grid-classes", "--label", "2", "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert "--grid-classes" in capsys.readouterr().err

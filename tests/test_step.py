@@ -131,8 +131,13 @@ def test_metrics_over_an_interval_are_means_over_the_updates_that_ran():
     """One report over four steps equals the mean of four per-step reports, each metric over the steps
     that produced it: g_grad_norm exists only for the G updates that ran (here steps 0 and 2)."""
     cfg = tiny("train.n_critic=2", "train.augment=[translation]", "loss.name=wgan-gp", "model.d_norm=layer")
-    frozen = tiny("train.n_critic=2", "train.augment=[translation]", "loss.name=wgan-gp", "model.d_norm=layer",
-                  "train.g_loss_threshold=1000.0")  # fmt: skip
+    frozen = tiny(
+        "train.n_critic=2",
+        "train.augment=[translation]",
+        "loss.name=wgan-gp",
+        "model.d_norm=layer",
+        "train.g_loss_threshold=1000.0",
+    )
 
     def run(report_every):
         engine, dataset = make(cfg)
@@ -158,9 +163,19 @@ RESUMABLE = [
     ["loss.name=combined", "train.ema=0.9", "model.conditional=true"],
     ["train.augment=[translation, cutout]"],
     # adaptive and lazy: p, its unfinished sign sums and the penalty schedule must survive the checkpoint
-    ["loss.name=rpgan", "model.d_norm=none", "loss.r1_gamma=2", "loss.r2_gamma=1", "loss.reg_interval=2",
-     "train.augment=[color, translation, cutout]", "train.augment_p=0", "train.ada_target=0.6", "train.ada_interval=2",
-     "train.ada_kimg=0.1", "data.xflip=true"],
+    [
+        "loss.name=rpgan",
+        "model.d_norm=none",
+        "loss.r1_gamma=2",
+        "loss.r2_gamma=1",
+        "loss.reg_interval=2",
+        "train.augment=[color, translation, cutout]",
+        "train.augment_p=0",
+        "train.ada_target=0.6",
+        "train.ada_interval=2",
+        "train.ada_kimg=0.1",
+        "data.xflip=true",
+    ],
 ]
 
 
@@ -186,8 +201,13 @@ def test_resume_is_exact(tmp_path, overrides):
 
 def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after():
     """E[sign D(real)] above the target moves p up by batch * interval / (kimg * 1000) per adjustment."""
-    cfg = tiny("train.augment=[translation]", "train.augment_p=0", "train.ada_target=0.6", "train.ada_interval=1",
-               "train.ada_kimg=0.16")  # 16 images a step: p moves by 0.1 each step
+    cfg = tiny(
+        "train.augment=[translation]",
+        "train.augment_p=0",
+        "train.ada_target=0.6",
+        "train.ada_interval=1",
+        "train.ada_kimg=0.16",
+    )  # 16 images a step: p moves by 0.1 each step
     engine, dataset = make(cfg)
     D = engine.adversaries[0].net
     original_forward = D.forward
@@ -257,7 +277,9 @@ def test_recalibrate_gives_the_ema_generator_batchnorm_statistics_of_its_own():
     g = torch.Generator().manual_seed(cfg.seed)
     first_layer = engine.G_ema.main[0]
     with torch.no_grad():
-        outputs = torch.cat([first_layer(torch.randn(16, 16, generator=g)[:, :, None, None]) for _ in range(STANDING_BATCHES)])
+        outputs = torch.cat(
+            [first_layer(torch.randn(16, 16, generator=g)[:, :, None, None]) for _ in range(STANDING_BATCHES)]
+        )
     first_norm = engine.G_ema.main[1]
     assert torch.allclose(first_norm.running_mean, outputs.mean((0, 2, 3)), atol=1e-6)
     assert first_norm.momentum == cfg.model.bn_momentum and not engine.G_ema.training
@@ -271,7 +293,10 @@ def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
     engine = GANEngine(tiny("train.ema=0.9"), channels=1, num_classes=10, rank=rank, world_size=2)
-    norms = [next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)) for net in (unwrap(engine.G), engine.G_ema)]
+    norms = [
+        next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        for net in (unwrap(engine.G), engine.G_ema)
+    ]
     for bn in norms:
         bn.running_mean.fill_(float(rank))  # ranks disagree, as after steps on different half batches
         bn.running_var.fill_(1.0 + 2 * rank)
@@ -280,8 +305,14 @@ def _average_buffers_on_rank(rank: int, store_file: str, out_file: str) -> None:
         engine._track("probe", torch.tensor(float(rank)))  # a metric the ranks disagree on
     probe = engine.pop_metrics()["probe"]
     if rank == 0:
-        torch.save({"mean": torch.stack([bn.running_mean for bn in norms]), "var": torch.stack([bn.running_var for bn in norms]),
-                    "probe": probe}, out_file)  # fmt: skip
+        torch.save(
+            {
+                "mean": torch.stack([bn.running_mean for bn in norms]),
+                "var": torch.stack([bn.running_var for bn in norms]),
+                "probe": probe,
+            },
+            out_file,
+        )
     dist.destroy_process_group()
     # Gloo's worker threads outlive destroy_process_group once torch._dynamo is imported (an optimizer does it);
     # one that frees an all_reduce's tensors while Python finalizes aborts this process, so skip finalization.

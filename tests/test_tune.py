@@ -35,16 +35,23 @@ def test_every_shipped_config_passes_dry_run(config, capsys):
     ],
 )
 def test_invalid_search_spaces_exit_2(space, needle, capsys, tmp_path):
-    code = main(["tune", "tune_configs/smoke.yaml", "--set", f"tune.search_space={space}",
-                 "--storage", str(tmp_path / "store")])  # fmt: skip
+    code = main(
+        ["tune", "tune_configs/smoke.yaml", "--set", f"tune.search_space={space}", "--storage", str(tmp_path / "store")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: tune.search_space") and needle in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
 
 
 def test_pbt_mutations_must_be_searched(capsys):
-    code = main(["tune", "tune_configs/pbt.yaml", "--set",
-                 'tune.scheduler={"name": "pbt", "hyperparam_mutations": {"train.ema": {"uniform": [0, 0.5]}}}'])  # fmt: skip
+    code = main(
+        [
+            "tune",
+            "tune_configs/pbt.yaml",
+            "--set",
+            'tune.scheduler={"name": "pbt", "hyperparam_mutations": {"train.ema": {"uniform": [0, 0.5]}}}',
+        ]
+    )
     assert code == 2 and "tune.scheduler.hyperparam_mutations: train.ema" in capsys.readouterr().err
 
 
@@ -60,10 +67,17 @@ TINY = {
 @pytest.mark.slow
 def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
     """G frozen (its loss never above 1000) cannot improve: ASHA stops it at the first milestone."""
-    cfg = build_config({**TINY, "tune": {
-        "num_samples": 1, "max_concurrent": 1, "scheduler": {"name": "asha", "grace_period": 20, "reduction_factor": 2},
-        "search_space": {"train.g_loss_threshold": {"grid": [None, 1000.0]}},
-    }})  # fmt: skip
+    cfg = build_config(
+        {
+            **TINY,
+            "tune": {
+                "num_samples": 1,
+                "max_concurrent": 1,
+                "scheduler": {"name": "asha", "grace_period": 20, "reduction_factor": 2},
+                "search_space": {"train.g_loss_threshold": {"grid": [None, 1000.0]}},
+            },
+        }
+    )
     result = run_sweep(cfg, "asha", str(tmp_path))
     rows = {row["train.g_loss_threshold"]: row for row in result["rows"]}
     assert rows[None]["stop_reason"] == "completed" and rows[None]["last_step"] == 60
@@ -83,10 +97,19 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     import yaml
 
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "tune": {
-        "num_samples": 1, "max_concurrent": 1, "scheduler": {"name": "fifo"},
-        "search_space": {"optim.d.lr": {"grid": [2.0e-4, 5.0e-4]}},
-    }}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **TINY,
+                "tune": {
+                    "num_samples": 1,
+                    "max_concurrent": 1,
+                    "scheduler": {"name": "fifo"},
+                    "search_space": {"optim.d.lr": {"grid": [2.0e-4, 5.0e-4]}},
+                },
+            }
+        )
+    )
     command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
     with open(tmp_path / "first.log", "w") as log:
         driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,6 +123,7 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
         driver.wait()
     finished = [r for r in runs.iterdir() if (r / "checkpoint_0000060").is_dir()]
     assert len(finished) == 1, (tmp_path / "first.log").read_text()[-3000:]
+
     # raygan's files only: if Tune had not yet recorded the trial as finished, it restores it at its last
     # step, which trains nothing but rewrites Ray Train's .validate_storage_marker
     def raygan_files() -> dict[str, float]:
@@ -108,8 +132,9 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     before = raygan_files()
 
     with open(tmp_path / "resumed.log", "w") as log:  # kept with the test's tmp_path for a look afterwards
-        resumed = subprocess.run(command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
-                                 timeout=900)  # fmt: skip
+        resumed = subprocess.run(
+            command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True, timeout=900
+        )
     assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     summary = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert summary["trials"] == 2 and summary["best_fid"] > 0
@@ -127,12 +152,21 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
     """
     from raygan.train.runlog import read_metrics
 
-    cfg = build_config({**TINY, "train": {**TINY["train"], "steps": 100, "keep_checkpoints": 10}, "tune": {
-        "num_samples": 1, "max_concurrent": 2,
-        "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5},
-        "search_space": {"train.g_loss_threshold": {"grid": [None, 1000.0]},
-                         "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
-    }})  # fmt: skip
+    cfg = build_config(
+        {
+            **TINY,
+            "train": {**TINY["train"], "steps": 100, "keep_checkpoints": 10},
+            "tune": {
+                "num_samples": 1,
+                "max_concurrent": 2,
+                "scheduler": {"name": "pbt", "perturbation_interval": 20, "quantile_fraction": 0.5},
+                "search_space": {
+                    "train.g_loss_threshold": {"grid": [None, 1000.0]},
+                    "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+                },
+            },
+        }
+    )
     result = run_sweep(cfg, "pbt", str(tmp_path))
     runs = tmp_path / "pbt" / "runs"
 
@@ -142,8 +176,10 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
     def run_holding(trial: str, step: int) -> Path:
         """The donor's run that reported `step` (a donor may itself have been restored)."""
         candidates = [r for r in runs.iterdir() if r.name.split("-from-")[0] == trial]
-        return max((r for r in candidates if any(m["step"] == step for m in read_metrics(str(r)))),
-                   key=lambda r: int(r.name.rsplit("-", 1)[1]) if "-from-" in r.name else 0)  # fmt: skip
+        return max(
+            (r for r in candidates if any(m["step"] == step for m in read_metrics(str(r)))),
+            key=lambda r: int(r.name.rsplit("-", 1)[1]) if "-from-" in r.name else 0,
+        )
 
     exploits = sorted((r for r in runs.iterdir() if "-from-" in r.name), key=lambda r: int(r.name.rsplit("-", 1)[1]))
     assert exploits, f"no exploit: {sorted(r.name for r in runs.iterdir())}"
@@ -177,10 +213,14 @@ def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_in_the_summary(
 
     donor_metrics = {"trial_id": "b88b0_00000", "step": 100, "best_fid": 88.6}
     results = [
-        SimpleNamespace(path=f"/x/pbt/trial_b88b0_0000{i}_{i}_optim_g_lr=0.0005_2026-11-23_05-20-00",
-                        metrics=donor_metrics, config={}, error=None)
+        SimpleNamespace(
+            path=f"/x/pbt/trial_b88b0_0000{i}_{i}_optim_g_lr=0.0005_2026-11-23_05-20-00",
+            metrics=donor_metrics,
+            config={},
+            error=None,
+        )
         for i in (0, 1)
-    ]  # fmt: skip
+    ]
     assert sorted(row["trial"] for row in trial_rows(results, [], 100)) == ["b88b0_00000", "b88b0_00001"]
 
 
@@ -207,8 +247,14 @@ def explore_chain(scheduler_options: dict, space: dict, rounds: int, seed: int =
     cfg = build_config({**TINY, "tune": {"scheduler": {"name": "pbt", **scheduler_options}, "search_space": space}})
     scheduler = make_scheduler(cfg)
     random.seed(seed)
-    config = {"train.ema": 0.9999, "loss.label_smoothing": 0.45, "model.d_dropout": 0.6, "optim.g.lr": 1.0e-3,
-              "model.g_layers": 4, "model.g_activation": "relu"}  # every range at its top: x1.2 crosses it
+    config = {
+        "train.ema": 0.9999,
+        "loss.label_smoothing": 0.45,
+        "model.d_dropout": 0.6,
+        "optim.g.lr": 1.0e-3,
+        "model.g_layers": 4,
+        "model.g_activation": "relu",
+    }  # every range at its top: x1.2 crosses it
     chain = []
     for _ in range(rounds):
         config, _ = scheduler._get_new_config(None, SimpleNamespace(config=config))  # what PBT's exploit calls
@@ -216,8 +262,9 @@ def explore_chain(scheduler_options: dict, space: dict, rounds: int, seed: int =
     return chain
 
 
-@pytest.mark.parametrize("options", [{"resample_probability": 0.0, "perturbation_factors": [1.2]}, {}],
-                         ids=["always-x1.2", "defaults"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options", [{"resample_probability": 0.0, "perturbation_factors": [1.2]}, {}], ids=["always-x1.2", "defaults"]
+)
 def test_pbt_mutations_stay_inside_the_searched_ranges(options):
     for config in explore_chain(options, EDGY_SPACE, 200):
         assert 0.99 <= config["train.ema"] <= 0.9999
@@ -244,9 +291,18 @@ def test_pbt_honours_the_ranges_given_in_hyperparam_mutations():
 
 def test_hyperparam_mutations_are_validated_like_the_search_space(capsys):
     mutations = '{"optim.g.lr": {"uniform": [0.0, 1.0e-3]}}'
-    code = main(["tune", "tune_configs/pbt.yaml", "--set", f'tune.scheduler={{"name": "pbt", "hyperparam_mutations": {mutations}}}'])
+    code = main(
+        [
+            "tune",
+            "tune_configs/pbt.yaml",
+            "--set",
+            f'tune.scheduler={{"name": "pbt", "hyperparam_mutations": {mutations}}}',
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: tune.scheduler.hyperparam_mutations.optim.g.lr: value 0.0 is invalid"), err
+    assert code == 2 and err.startswith(
+        "error: tune.scheduler.hyperparam_mutations.optim.g.lr: value 0.0 is invalid"
+    ), err
 
 
 def test_a_pbt_exploit_continues_only_from_a_complete_checkpoint(tmp_path):
@@ -274,23 +330,42 @@ def test_a_pbt_exploit_continues_only_from_a_complete_checkpoint(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # searchers: validated before Ray starts, built from raygan's search-space syntax, seeded
 
-SEARCHABLE = {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_layers": {"randint": [2, 5]},
-              "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]}, "model.g_activation": {"choice": ["relu", "leaky_relu"]},
-              "train.ema": {"uniform": [0.0, 0.999]}}  # fmt: skip
+SEARCHABLE = {
+    "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+    "model.g_layers": {"randint": [2, 5]},
+    "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]},
+    "model.g_activation": {"choice": ["relu", "leaky_relu"]},
+    "train.ema": {"uniform": [0.0, 0.999]},
+}
 
 
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        (['tune.search_alg={"name": "hyperopt"}'], "tune.search_alg.name: 'hyperopt' is not one of: random, optuna, bohb"),
+        (
+            ['tune.search_alg={"name": "hyperopt"}'],
+            "tune.search_alg.name: 'hyperopt' is not one of: random, optuna, bohb",
+        ),
         (['tune.search_alg={"name": "optuna", "n_trials": 3}'], "tune.search_alg.n_trials: unknown option"),
         (["tune.search_alg.name=optuna"], "tune.search_space.optim.d.lr: grid values need search_alg random"),
-        (["tune.search_alg.name=optuna", "tune.scheduler.name=pbt", 'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}'],
-         "tune.search_alg.name: pbt draws and mutates its own configs"),
-        (["tune.search_alg.name=bohb", "tune.scheduler.name=fifo", 'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}'],
-         "tune.scheduler: fifo: search_alg bohb brings its own HyperBand"),
+        (
+            [
+                "tune.search_alg.name=optuna",
+                "tune.scheduler.name=pbt",
+                'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}',
+            ],
+            "tune.search_alg.name: pbt draws and mutates its own configs",
+        ),
+        (
+            [
+                "tune.search_alg.name=bohb",
+                "tune.scheduler.name=fifo",
+                'tune.search_space={"optim.d.lr": {"choice": [1.0e-4]}}',
+            ],
+            "tune.scheduler: fifo: search_alg bohb brings its own HyperBand",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_search_algs_exit_2_naming_the_key(overrides, needle, capsys, tmp_path):
     args = [a for o in overrides for a in ("--set", o)]
     code = main(["tune", "tune_configs/smoke.yaml", *args, "--storage", str(tmp_path / "store")])
@@ -317,14 +392,19 @@ def test_searchers_take_raygan_spaces_are_seeded_and_limited_to_max_concurrent(n
     from raygan.tune import make_search_alg, to_tune_domain
 
     def proposals(seed: int) -> list[dict]:
-        cfg = build_config({**TINY, "seed": seed, "tune": {"search_alg": {"name": name}, "max_concurrent": 2,
-                                                            "search_space": SEARCHABLE}})  # fmt: skip
+        cfg = build_config(
+            {
+                **TINY,
+                "seed": seed,
+                "tune": {"search_alg": {"name": name}, "max_concurrent": 2, "search_space": SEARCHABLE},
+            }
+        )
         searcher = make_search_alg(cfg)
         space = {key: to_tune_domain(spec) for key, spec in SEARCHABLE.items()}
         assert searcher.set_search_properties("fid", "min", space)
         proposed = [searcher.suggest(f"t{i}") for i in range(3)]
         assert proposed[2] is None  # ConcurrencyLimiter: two running trials at most
-        for i, config in enumerate(proposed[:2]):
+        for i, _config in enumerate(proposed[:2]):
             searcher.on_trial_complete(f"t{i}", {"fid": 10.0 + i, "training_iteration": 1, "step": 1})
         return proposed[:2] + [searcher.suggest("t2")]
 
@@ -339,7 +419,9 @@ def test_bohb_proposals_are_put_on_quniform_steps():
     from raygan.tune import on_steps
 
     assert on_steps(SEARCHABLE, {"loss.label_smoothing": 0.1234, "train.ema": 0.1234}) == {
-        "loss.label_smoothing": 0.1, "train.ema": 0.1234}
+        "loss.label_smoothing": 0.1,
+        "train.ema": 0.1234,
+    }
 
 
 @pytest.mark.slow
@@ -348,10 +430,20 @@ def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_
     import yaml
 
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "tune": {
-        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "max_failures": 1,
-        "search_space": {"optim.d.lr": {"choice": [2.0e-4, 5.0e-4]}},
-    }}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **TINY,
+                "tune": {
+                    "num_samples": 2,
+                    "max_concurrent": 1,
+                    "scheduler": {"name": "fifo"},
+                    "max_failures": 1,
+                    "search_space": {"optim.d.lr": {"choice": [2.0e-4, 5.0e-4]}},
+                },
+            }
+        )
+    )
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "runs").write_text("a file where the runs' folder goes")
     code = main(["tune", str(config), "--storage", str(tmp_path), "--name", "sweep"])
@@ -388,10 +480,21 @@ def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
     from optuna.trial import TrialState
 
     config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 40}, "tune": {
-        "num_samples": 2, "max_concurrent": 1, "scheduler": {"name": "fifo"}, "search_alg": {"name": "optuna"},
-        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
-    }}))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **TINY,
+                "train": {**TINY["train"], "steps": 40},
+                "tune": {
+                    "num_samples": 2,
+                    "max_concurrent": 1,
+                    "scheduler": {"name": "fifo"},
+                    "search_alg": {"name": "optuna"},
+                    "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
+                },
+            }
+        )
+    )
     command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
     experiment = tmp_path / "sweep"
 
@@ -410,8 +513,9 @@ def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
     assert len(first) == 1, (tmp_path / "first.log").read_text()[-3000:]
 
     with open(tmp_path / "resumed.log", "w") as log:
-        resumed = subprocess.run(command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True,
-                                 timeout=900)  # fmt: skip
+        resumed = subprocess.run(
+            command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True, timeout=900
+        )
     assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["trials"] == 2
     study = _searcher_study(experiment)
@@ -425,11 +529,20 @@ def test_bohb_pauses_and_resumes_trials_on_their_own_runs(ray_session, tmp_path)
     resumed trial continues its own run, trains with quniform values on their steps, and keeps its best."""
     from raygan.train.runlog import read_metrics
 
-    cfg = build_config({**TINY, "tune": {
-        "num_samples": 3, "max_concurrent": 1, "search_alg": {"name": "bohb"},
-        "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]},
-                         "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]}},
-    }})  # fmt: skip
+    cfg = build_config(
+        {
+            **TINY,
+            "tune": {
+                "num_samples": 3,
+                "max_concurrent": 1,
+                "search_alg": {"name": "bohb"},
+                "search_space": {
+                    "optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+                    "loss.label_smoothing": {"quniform": [0.0, 0.3, 0.1]},
+                },
+            },
+        }
+    )
     result = run_sweep(cfg, "bohb", str(tmp_path))
     runs = tmp_path / "bohb" / "runs"
     assert len(result["rows"]) == 3 and result["failed"] == 0
@@ -450,13 +563,20 @@ def test_fanova_importance_finds_the_value_that_decides_fid():
 
     from raygan.tune import fanova_importance
 
-    space = {"optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]}, "model.g_layers": {"randint": [2, 5]},
-             "model.g_activation": {"choice": ["relu", "leaky_relu"]}}  # fmt: skip
+    space = {
+        "optim.g.lr": {"loguniform": [1.0e-4, 1.0e-3]},
+        "model.g_layers": {"randint": [2, 5]},
+        "model.g_activation": {"choice": ["relu", "leaky_relu"]},
+    }
     draw = random.Random(0)
     rows = []
     for i in range(12):
-        row = {"trial": f"t{i}", "optim.g.lr": 10 ** draw.uniform(-4, -3), "model.g_layers": draw.randint(2, 4),
-               "model.g_activation": draw.choice(["relu", "leaky_relu"])}  # fmt: skip
+        row = {
+            "trial": f"t{i}",
+            "optim.g.lr": 10 ** draw.uniform(-4, -3),
+            "model.g_layers": draw.randint(2, 4),
+            "model.g_activation": draw.choice(["relu", "leaky_relu"]),
+        }
         rows.append({**row, "best_fid": 100 * row["optim.g.lr"] / 1.0e-3 + draw.random()})  # lr decides, noise aside
     shares = fanova_importance(rows, space, seed=0)
     assert set(shares) == set(space) and max(shares, key=shares.get) == "optim.g.lr" and shares["optim.g.lr"] > 0.8

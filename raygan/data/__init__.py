@@ -17,7 +17,6 @@ import io
 import json
 import lzma
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -99,9 +98,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     index = np.arange(len(bunch.target))
-    _, test_index = train_test_split(
-        index, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=bunch.target
-    )
+    _, test_index = train_test_split(index, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=bunch.target)
     is_test = np.zeros(len(index), dtype=bool)
     is_test[test_index] = True
     return bunch.images.astype(np.float32), bunch.target.astype(np.int64), is_test
@@ -152,7 +149,7 @@ def random_noise(image_size: int, channels: int, seed: int = 0) -> TensorImages:
     return TensorImages(images, torch.arange(RANDOM_SIZE) % 10, 10)
 
 
-def _decode(data: bytes, channels: int, background: str = "white") -> Optional[np.ndarray]:
+def _decode(data: bytes, channels: int, background: str = "white") -> np.ndarray | None:
     """An image file's bytes -> H x W (x 3) array, transparency composited on `background`; None if
     undecodable."""
     from PIL import Image, UnidentifiedImageError
@@ -185,8 +182,9 @@ def image_folder(path: str, image_size: int, channels: int, background: str = "w
     there are sub-folders."""
     from raygan.data.stream import decode_folder
 
-    return decode_folder(DataConfig(name="folder", path=path, image_size=image_size, channels=channels,
-                                    background=background))  # fmt: skip
+    return decode_folder(
+        DataConfig(name="folder", path=path, image_size=image_size, channels=channels, background=background)
+    )
 
 
 def _read_data_file(path: str) -> bytes:
@@ -299,4 +297,3 @@ def indexed_batches(dataset: ImageDataset, global_batch: int, seed: int, rank: i
     """k -> this rank's slice of global batch k of an in-memory dataset."""
     indices = BatchIndices(len(dataset), global_batch, seed, rank, world_size)
     return lambda k: dataset.batch(indices(k))
-

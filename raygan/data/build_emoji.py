@@ -91,8 +91,10 @@ def main(argv=None) -> None:
     }
     (args.out / "emoji64.json").write_text(json.dumps(index, separators=(",", ":")) + "\n")
     counts = np.bincount(category_ids, minlength=len(categories))
-    print(f"{len(labelled)} images ({is_test.sum()} held out), {len(set(index['identity']))} identities, "
-          f"{len(categories)} categories: " + ", ".join(f"{c} {n}" for c, n in zip(categories, counts)))
+    print(
+        f"{len(labelled)} images ({is_test.sum()} held out), {len(set(index['identity']))} identities, "
+        f"{len(categories)} categories: " + ", ".join(f"{c} {n}" for c, n in zip(categories, counts))
+    )
     print(f"wrote {args.out} in {time.time() - start:.0f} s")
 
 

@@ -15,7 +15,8 @@ sub-folder's name when there are sub-folders. Undecodable files are dropped and 
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -61,9 +62,10 @@ def list_images(path: str) -> tuple[str, list[str], FolderInfo]:
     except OSError as e:
         raise UserError(f"data.path: {path}: cannot list ({e})") from None
     files = sorted(
-        e.path for e in entries
+        e.path
+        for e in entries
         if e.type == pyarrow.fs.FileType.File and "." + e.path.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
-    )  # fmt: skip
+    )
     if not files:
         raise UserError(f"data.path: {path}: no readable images (no image files)")
     relative = [f[len(root) :].lstrip("/").split("/") for f in files]
@@ -100,7 +102,7 @@ class _Decoder:
         return {"image": images, "label": np.asarray(labels, dtype=np.int64), SKIPPED_COLUMN: skipped}
 
 
-def in_memory(cfg: DataConfig, info: Optional[FolderInfo] = None) -> bool:
+def in_memory(cfg: DataConfig, info: FolderInfo | None = None) -> bool:
     """Whether a folder is decoded into memory (data.cache memory, or auto and it fits) or streamed."""
     if cfg.cache != "auto":
         return cfg.cache == "memory"
@@ -133,9 +135,12 @@ class StreamedBatches:
         while True:
             empty = True
             for batch in self.shard.iter_torch_batches(
-                batch_size=self.local_batch, drop_last=True, local_shuffle_buffer_size=4 * self.local_batch,
-                local_shuffle_seed=self.seed, device="cpu",
-            ):  # fmt: skip
+                batch_size=self.local_batch,
+                drop_last=True,
+                local_shuffle_buffer_size=4 * self.local_batch,
+                local_shuffle_seed=self.seed,
+                device="cpu",
+            ):
                 empty = False
                 self.skipped += int(batch[SKIPPED_COLUMN].sum())
                 yield batch["image"], batch["label"]
@@ -148,7 +153,7 @@ class StreamedBatches:
         return next(self._iterator)
 
 
-def decode_folder(cfg: DataConfig, limit: Optional[int] = None):
+def decode_folder(cfg: DataConfig, limit: int | None = None):
     """The images of a folder or prefix (all, or `limit` evenly spread over the sorted files), decoded
     into a TensorImages whose `skipped` counts the undecodable files; the class is the first sub-folder."""
     from raygan.data import TensorImages, _decode, images_to_tensor
@@ -167,7 +172,9 @@ def decode_folder(cfg: DataConfig, limit: Optional[int] = None):
             labels.append(decoder._label(path))
     if not arrays:
         raise UserError(f"data.path: {cfg.path}: no readable images (skipped {len(files)} files)")
-    dataset = TensorImages(images_to_tensor(arrays, cfg.image_size), torch.tensor(labels), max(1, len(info.class_names)))
+    dataset = TensorImages(
+        images_to_tensor(arrays, cfg.image_size), torch.tensor(labels), max(1, len(info.class_names))
+    )
     dataset.skipped = len(files) - len(arrays)
     return dataset
 

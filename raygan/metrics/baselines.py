@@ -44,7 +44,9 @@ def colour_blobs(images: torch.Tensor, generator: torch.Generator, blobs: int = 
     centres = (0.25 + 0.5 * torch.rand(n, blobs, 2, generator=generator)) * torch.tensor([h, w])
     radii = (0.15 + 0.2 * torch.rand(n, blobs, generator=generator)) * h
     ys, xs = torch.arange(h).float(), torch.arange(w).float()
-    d2 = (ys[None, None, :, None] - centres[..., 0, None, None]) ** 2 + (xs[None, None, None, :] - centres[..., 1, None, None]) ** 2
+    d2 = (ys[None, None, :, None] - centres[..., 0, None, None]) ** 2 + (
+        xs[None, None, None, :] - centres[..., 1, None, None]
+    ) ** 2
     alpha = torch.sigmoid((radii[..., None, None] - d2.sqrt()) / (0.05 * h))  # n x blobs x h x w: soft-edged discs
     out = background[:, :, None, None].expand(n, c, h, w).clone()
     for b in range(blobs):  # each blob painted over the ones before

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import torch
 
+from raygan.checkpoint import is_checkpoint_or_run
 from raygan.errors import UserError
 from raygan.metrics.evaluator import fixed_latents
-from raygan.checkpoint import is_checkpoint_or_run
 from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
 from raygan.metrics.prdc import KEYS as PRDC_KEYS
@@ -32,7 +31,7 @@ DEFAULT_FAKE_SAMPLES = 2000
 DEFAULT_SIZE = 32
 
 
-def load_images(spec: str, num: Optional[int], image_size: Optional[int]) -> tuple[torch.Tensor, str]:
+def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[torch.Tensor, str]:
     """(images in [-1, 1], a description) for SPEC; UserError naming SPEC when it cannot be read."""
     from raygan.data import dataset_from_spec, image_folder, npz_images
 
@@ -68,7 +67,7 @@ def sample_checkpoint(spec: str, num: int) -> tuple[torch.Tensor, str]:
     return generate(G, z, labels), f"{meta['checkpoint']} ({num} samples, step {meta.get('step')})"
 
 
-def _checkpoint_size(spec: str) -> Optional[int]:
+def _checkpoint_size(spec: str) -> int | None:
     if is_checkpoint_or_run(spec):
         from raygan.checkpoint import read_config, resolve_checkpoint
 
@@ -86,8 +85,9 @@ def default_features(*specs: str) -> str:
     return "emoji" if any(spec.partition(":")[0] == "emoji" for spec in specs) else "digits"
 
 
-def fid_between(real: str, fake: str, features: Optional[str] = None, num: Optional[int] = None,
-                inception_weights: Optional[str] = None) -> dict:  # fmt: skip
+def fid_between(
+    real: str, fake: str, features: str | None = None, num: int | None = None, inception_weights: str | None = None
+) -> dict:
     features = features or default_features(fake, real)
     size = _checkpoint_size(fake) or _checkpoint_size(real)
     real_images, real_text = load_images(real, num, size)
@@ -97,11 +97,19 @@ def fid_between(real: str, fake: str, features: Optional[str] = None, num: Optio
     if min(len(real_images), len(fake_images)) < 2:
         raise UserError("--num: FID needs at least 2 images on each side")
     out = image_metrics(real_images, fake_images, features, inception_weights)
-    return {**out, "features": features, "real": real_text, "fake": fake_text, "num_real": len(real_images), "num_fake": len(fake_images)}
+    return {
+        **out,
+        "features": features,
+        "real": real_text,
+        "fake": fake_text,
+        "num_real": len(real_images),
+        "num_fake": len(fake_images),
+    }
 
 
-def image_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, features: str = "digits",
-                  inception_weights: Optional[str] = None) -> dict:  # fmt: skip
+def image_metrics(
+    real_images: torch.Tensor, fake_images: torch.Tensor, features: str = "digits", inception_weights: str | None = None
+) -> dict:
     """FID/KID/MiFID and precision/recall/density/coverage between two sets of images in [-1, 1] with
     the same channels; the last four are NaN with 5 images or fewer on a side (no 5 neighbours to measure)."""
     extractor = load_extractor(features, real_images.shape[1], inception_weights)
@@ -111,5 +119,7 @@ def image_metrics(real_images: torch.Tensor, fake_images: torch.Tensor, features
     metrics.add_fake(fake)
     out = metrics.compute(len(real_images), len(fake_images))
     n = min(PRDC_SAMPLES, len(real), len(fake))  # equal counts, as in both papers
-    out.update(prdc(evenly_spaced(real, n), evenly_spaced(fake, n)) if n > NEAREST_K else dict.fromkeys(PRDC_KEYS, math.nan))
+    out.update(
+        prdc(evenly_spaced(real, n), evenly_spaced(fake, n)) if n > NEAREST_K else dict.fromkeys(PRDC_KEYS, math.nan)
+    )
     return {**out, "prdc_samples": n}

@@ -32,18 +32,32 @@ class DigitsNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 16x16
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # 8x8
-            nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16x16
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8x8
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(128, 10)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """N x 1 x H x W in [0, 1] -> 32x32 in [-1, 1], the training range."""
         if images.shape[-1] != INPUT_SIZE:
-            images = F.interpolate(images.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                   align_corners=False, antialias=images.shape[-1] > INPUT_SIZE)  # fmt: skip
+            images = F.interpolate(
+                images.float(),
+                size=(INPUT_SIZE, INPUT_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=images.shape[-1] > INPUT_SIZE,
+            )
         return images.float() * 2 - 1
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -52,7 +66,7 @@ class DigitsNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images))
 
-    def inference_copy(self) -> "DigitsNet":
+    def inference_copy(self) -> DigitsNet:
         """The same function, faster: BatchNorm folded into the convs, channels-last weights."""
         return fuse_batchnorm(self)
 
@@ -112,7 +126,7 @@ def train(epochs: int = 40, seed: int = 0) -> tuple[DigitsNet, float]:
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     steps_per_epoch = (len(x) + 63) // 64
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=epochs * steps_per_epoch)
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         net.train()
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), 64):
@@ -140,9 +154,11 @@ def main(argv=None) -> None:
     from raygan.data import digits
 
     test_set = digits("test", INPUT_SIZE)
-    print(f"trained in {time.time() - start:.0f} s; digits:test accuracy {test_accuracy:.4f} "
-          f"(as shipped in float16: {accuracy(shipped, (test_set.images + 1) / 2, test_set.labels):.4f}); "
-          f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")  # fmt: skip
+    print(
+        f"trained in {time.time() - start:.0f} s; digits:test accuracy {test_accuracy:.4f} "
+        f"(as shipped in float16: {accuracy(shipped, (test_set.images + 1) / 2, test_set.labels):.4f}); "
+        f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,20 +42,31 @@ class EmojiNet(nn.Module):
     def __init__(self, num_identities: int):
         super().__init__()
         self.body = nn.Sequential(
-            *_conv(3, 32), nn.MaxPool2d(2),  # 16x16
-            *_conv(32, 64), nn.MaxPool2d(2),  # 8x8
-            *_conv(64, 128), *_conv(128, 128), nn.MaxPool2d(2),  # 4x4
-            *_conv(128, 128), nn.Flatten(),
-            nn.Linear(128 * 16, self.num_features), nn.ReLU(),
-        )  # fmt: skip
+            *_conv(3, 32),
+            nn.MaxPool2d(2),  # 16x16
+            *_conv(32, 64),
+            nn.MaxPool2d(2),  # 8x8
+            *_conv(64, 128),
+            *_conv(128, 128),
+            nn.MaxPool2d(2),  # 4x4
+            *_conv(128, 128),
+            nn.Flatten(),
+            nn.Linear(128 * 16, self.num_features),
+            nn.ReLU(),
+        )
         self.identity_head = nn.Linear(self.num_features, num_identities)
         self.category_head = nn.Linear(self.num_features, NUM_CATEGORIES)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W in [0, 1] -> 32x32 in [-1, 1], the training range."""
         if images.shape[-1] != INPUT_SIZE:
-            images = F.interpolate(images.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                   align_corners=False, antialias=images.shape[-1] > INPUT_SIZE)  # fmt: skip
+            images = F.interpolate(
+                images.float(),
+                size=(INPUT_SIZE, INPUT_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=images.shape[-1] > INPUT_SIZE,
+            )
         return images.float() * 2 - 1
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -65,7 +76,7 @@ class EmojiNet(nn.Module):
         features = self.features(images)
         return self.identity_head(features), self.category_head(features)
 
-    def inference_copy(self) -> "EmojiNet":
+    def inference_copy(self) -> EmojiNet:
         """The same function, faster: BatchNorm folded into the convs, channels-last weights."""
         return fuse_batchnorm(self)
 
@@ -91,7 +102,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     images = F.grid_sample(images * 2 - 1, grid, padding_mode="border", align_corners=False) * 0.5 + 0.5
 
     def factor(spread: float) -> torch.Tensor:
-        return (1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 2 * spread)
+        return 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 2 * spread
 
     images = images + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.3
     grey = images.mean(1, keepdim=True)
@@ -108,7 +119,10 @@ def _identity_labels(identity: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def accuracy(net: EmojiNet, images01: torch.Tensor, labels: torch.Tensor, head: int) -> float:
     with torch.no_grad():
-        hits = [(net(images01[i : i + 500])[head].argmax(1) == labels[i : i + 500]).sum() for i in range(0, len(labels), 500)]
+        hits = [
+            (net(images01[i : i + 500])[head].argmax(1) == labels[i : i + 500]).sum()
+            for i in range(0, len(labels), 500)
+        ]
     return (sum(hits) / len(labels)).item()
 
 
@@ -157,8 +171,11 @@ def main(argv=None) -> None:
     start = time.time()
     net, scores = train(args.epochs, args.seed)
     save_float16(net, args.out)
-    print(f"trained in {time.time() - start:.0f} s; " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-          + f"; wrote {args.out} ({args.out.stat().st_size // 1024} KB)")  # fmt: skip
+    print(
+        f"trained in {time.time() - start:.0f} s; "
+        + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        + f"; wrote {args.out} ({args.out.stat().st_size // 1024} KB)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,14 +15,20 @@ features picked evenly from the cached ones; rank 0 scores them and every rank r
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import torch
 
 from raygan.collectives import all_reduce_sum, barrier, world_size
 from raygan.config import Config
 from raygan.metrics.features import load_extractor
-from raygan.metrics.fid import DIVERSITY_SAMPLES, FeatureMetrics, extract, mode_statistics, pairwise_distance_sum, real_statistics
+from raygan.metrics.fid import (
+    DIVERSITY_SAMPLES,
+    FeatureMetrics,
+    extract,
+    mode_statistics,
+    pairwise_distance_sum,
+    real_statistics,
+)
 from raygan.metrics.prdc import KEYS as PRDC_KEYS
 from raygan.metrics.prdc import NEAREST_K, PRDC_SAMPLES, evenly_spaced, nearest_neighbour_radii, prdc
 
@@ -30,7 +36,7 @@ EVAL_SEED = 20_240_601  # the same latents for every run and trial
 LABELLED_DATA = ("digits", "stacked-digits")  # data whose classes the digits extractor recognises
 
 
-def fixed_latents(cfg: Config, num_classes: int, n: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def fixed_latents(cfg: Config, num_classes: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     g = torch.Generator().manual_seed(EVAL_SEED)
     z = torch.randn(n, cfg.model.latent_dim, generator=g)
     labels = torch.arange(n) % num_classes if cfg.model.conditional else None  # balanced classes
@@ -38,8 +44,16 @@ def fixed_latents(cfg: Config, num_classes: int, n: int) -> tuple[torch.Tensor, 
 
 
 class Evaluator:
-    def __init__(self, cfg: Config, channels: int, num_classes: int, rank: int, world_size: int,
-                 storage_root: Optional[str], device="cpu"):  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        channels: int,
+        num_classes: int,
+        rank: int,
+        world_size: int,
+        storage_root: str | None,
+        device="cpu",
+    ):
         self.cfg, self.device, self.rank = cfg, device, rank
         self.extractor = load_extractor(cfg.eval.features, channels, cfg.eval.inception_weights).to(device)
         labelled = cfg.data.name in LABELLED_DATA and self.extractor.num_classes > 0

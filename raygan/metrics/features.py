@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -36,10 +36,10 @@ class Extractor(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def classify(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+    def classify(self, images: torch.Tensor) -> torch.Tensor | None:
         return None
 
-    def features_and_classes(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def features_and_classes(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.features(images), self.classify(images)
 
     batch_size = 500  # images per forward pass in `fid.extract`
@@ -119,7 +119,7 @@ class InceptionExtractor(Extractor):
 
     num_features = 2048
 
-    def __init__(self, weights: Optional[str]):
+    def __init__(self, weights: str | None):
         super().__init__()
         self.net = load_inception(weights)
         self.identity = f"inception-{_file_digest(Path(weights)) if weights else 'default'}"
@@ -131,7 +131,7 @@ class InceptionExtractor(Extractor):
         return self.net((images.clamp(0, 1) * 255).to(torch.uint8)).float()
 
 
-def load_inception(weights: Optional[str]) -> nn.Module:
+def load_inception(weights: str | None) -> nn.Module:
     """torchmetrics' FeatureExtractorInceptionV3, from a local file when given; ConfigError naming the fix."""
     from torchmetrics.image.fid import NoTrainInceptionV3
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
@@ -152,7 +152,9 @@ def load_inception(weights: Optional[str]) -> nn.Module:
     if not path.is_file():
         raise ConfigError("eval.inception_weights", f"{weights}: no such file")
     try:
-        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path))
+        return NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
     except Exception as e:  # torch-fidelity raises several types for bad files
         raise ConfigError("eval.inception_weights", f"{weights}: cannot load InceptionV3 weights ({e})") from None
 
@@ -182,7 +184,7 @@ FEATURES: dict[str, Callable[..., Extractor]] = {
 }
 
 
-def load_extractor(name: str, channels: int, inception_weights: Optional[str] = None) -> Extractor:
+def load_extractor(name: str, channels: int, inception_weights: str | None = None) -> Extractor:
     """The extractor `eval.features` names, or a TorchScript module at that path."""
     if name in FEATURES:
         extractor = FEATURES[name](channels, inception_weights)

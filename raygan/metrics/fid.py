@@ -16,7 +16,7 @@ import io
 import json
 import statistics
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,12 +47,17 @@ class Passthrough(nn.Module):
 
 
 class FeatureMetrics:
-    def __init__(self, num_features: int, device="cpu", kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS):
+    def __init__(
+        self, num_features: int, device="cpu", kid_subset_size: int = KID_SUBSET_SIZE, kid_subsets: int = KID_SUBSETS
+    ):
         warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")  # known, small
         self.kid_subset_size = kid_subset_size  # compute() caps it at the sample counts, per call
         self.fid = FrechetInceptionDistance(feature=Passthrough(num_features), reset_real_features=False)
         self.kid = KernelInceptionDistance(
-            feature=Passthrough(num_features), subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
+            feature=Passthrough(num_features),
+            subsets=kid_subsets,
+            subset_size=kid_subset_size,
+            reset_real_features=False,
         )
         self.mifid = MemorizationInformedFrechetInceptionDistance(
             feature=Passthrough(num_features), reset_real_features=False
@@ -93,7 +98,7 @@ def images_to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(extractor, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def extract(extractor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(features, predicted classes or None) of images in [-1, 1], in the extractor's batch size."""
     features, classes = [], []
     for start in range(0, images.shape[0], extractor.batch_size):
@@ -149,7 +154,7 @@ def kl_divergence(hist: torch.Tensor, q: torch.Tensor) -> float:
 # real statistics, computed once per dataset + extractor and cached in storage
 
 
-def real_images(cfg: DataConfig, limit: int = REAL_SAMPLES) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def real_images(cfg: DataConfig, limit: int = REAL_SAMPLES) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Up to `limit` real training images in [-1, 1] (evenly spread, fixed), with labels when labelled."""
     from raygan.data import load_dataset
 
@@ -166,9 +171,11 @@ def real_images(cfg: DataConfig, limit: int = REAL_SAMPLES) -> tuple[torch.Tenso
 
 def cache_key(cfg: DataConfig, extractor_identity: str) -> str:
     spec = {
-        "version": CACHE_VERSION, "data": {"name": cfg.name, "path": cfg.path, "image_size": cfg.image_size,
-        "channels": cfg.channels}, "extractor": extractor_identity, "real_samples": REAL_SAMPLES,
-    }  # fmt: skip
+        "version": CACHE_VERSION,
+        "data": {"name": cfg.name, "path": cfg.path, "image_size": cfg.image_size, "channels": cfg.channels},
+        "extractor": extractor_identity,
+        "real_samples": REAL_SAMPLES,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -183,10 +190,14 @@ def compute_real_statistics(cfg: DataConfig, extractor, labelled: bool) -> dict[
 
 
 def real_statistics(
-    cfg: DataConfig, extractor, storage_root: Optional[str], labelled: bool
+    cfg: DataConfig, extractor, storage_root: str | None, labelled: bool
 ) -> tuple[dict[str, Any], bool]:
     """(statistics, computed_now): read from `<storage>/.raygan_cache/real-<hash>.pt` or computed and written."""
-    uri = storage.join(storage_root, CACHE_FOLDER, f"real-{cache_key(cfg, extractor.identity)}.pt") if storage_root else None
+    uri = (
+        storage.join(storage_root, CACHE_FOLDER, f"real-{cache_key(cfg, extractor.identity)}.pt")
+        if storage_root
+        else None
+    )
     if uri is not None:
         data = storage.read_bytes(uri)
         if data is not None:

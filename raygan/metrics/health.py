@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Optional
+from typing import Any
 
 from raygan.config import HealthConfig
 
@@ -33,25 +33,25 @@ class HealthMonitor:
         self,
         cfg: HealthConfig,
         stop_on: tuple[str, ...] = (),
-        patience: Optional[int] = None,
+        patience: int | None = None,
         d_loss_is_bounded: bool = True,  # gan / hinge / combined; a Wasserstein critic's loss has no floor
     ):
         self.cfg, self.stop_on, self.patience = cfg, tuple(stop_on), patience
         self.d_loss_is_bounded = d_loss_is_bounded
         self.history: list[dict[str, float]] = []  # per evaluation: step, fid, d_loss, d_accuracy, g_loss
         self.events: list[dict[str, Any]] = []  # the first evaluation at which each condition fired
-        self.best_fid: Optional[float] = None
-        self.best_step: Optional[int] = None
-        self.stop_reason: Optional[str] = None
+        self.best_fid: float | None = None
+        self.best_step: int | None = None
+        self.stop_reason: str | None = None
         self.last: dict[str, Any] = {}
 
     # -- the rules ------------------------------------------------------------------------------
 
-    def _nan(self, metrics: dict) -> Optional[str]:
+    def _nan(self, metrics: dict) -> str | None:
         bad = [k for k, v in metrics.items() if k.endswith("_loss") and not math.isfinite(v)]
         return f"non-finite {', '.join(bad)}" if bad else None
 
-    def _collapse(self, metrics: dict) -> Optional[str]:
+    def _collapse(self, metrics: dict) -> str | None:
         c = self.cfg
         covered, classes = metrics.get("modes_covered"), metrics.get("modes_total")
         expected = metrics.get("modes_expected", classes)  # real draws of the same number reach this many
@@ -67,7 +67,7 @@ class HealthMonitor:
             return f"feature diversity {diversity:.2f} of the real data's"
         return None
 
-    def _diminished_gradient(self) -> Optional[str]:
+    def _diminished_gradient(self) -> str | None:
         c = self.cfg
         recent = self.history[-c.window :]
         if not self.d_loss_is_bounded or len(recent) < c.window:
@@ -79,7 +79,7 @@ class HealthMonitor:
             return f"D loss < {c.d_win_loss} and accuracy > {c.d_win_accuracy} for {c.window} evaluations"
         return None
 
-    def _non_convergence(self) -> Optional[str]:
+    def _non_convergence(self) -> str | None:
         c = self.cfg
         if self.best_fid is None or len(self.history) < c.window:
             return None
@@ -127,7 +127,8 @@ class HealthMonitor:
         if self.patience and self.stop_reason is None and self.best_step is not None:
             waited = sum(1 for h in self.history if h["step"] > self.best_step)
             if waited >= self.patience:
-                self.stop_reason = f"patience: no new best FID for {waited} evaluations (best {self.best_fid:.2f} at step {self.best_step})"
+                best = f"best {self.best_fid:.2f} at step {self.best_step}"
+                self.stop_reason = f"patience: no new best FID for {waited} evaluations ({best})"
         self.last = {"step": step, **{k: v for k, v in fired.items()}}
         return {**flags, "new_best": int(new_best), "best_fid": self.best_fid, "best_step": self.best_step}
 
@@ -135,7 +136,7 @@ class HealthMonitor:
         """Stop for a reason outside the monitor's rules (the time budget), unless a rule already stopped the run."""
         self.stop_reason = self.stop_reason or reason
 
-    def summary(self, metrics: Optional[dict] = None) -> dict[str, Any]:
+    def summary(self, metrics: dict | None = None) -> dict[str, Any]:
         """The `health` object of a run's result."""
         active = [c for c in CONDITIONS if self.last.get(c)]
         out = {
@@ -153,9 +154,12 @@ class HealthMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "history": self.history, "events": self.events, "best_fid": self.best_fid,
-            "best_step": self.best_step, "stop_reason": self.stop_reason,
-        }  # fmt: skip
+            "history": self.history,
+            "events": self.events,
+            "best_fid": self.best_fid,
+            "best_step": self.best_step,
+            "stop_reason": self.stop_reason,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history, self.events = list(state["history"]), list(state["events"])

@@ -35,7 +35,7 @@ class DigitClassifier:
         self.model, self.test_accuracy = model, test_accuracy
 
     @classmethod
-    def fit(cls) -> "DigitClassifier":
+    def fit(cls) -> DigitClassifier:
         from sklearn.svm import SVC
 
         images, labels, is_test = _digits_arrays()
@@ -47,8 +47,14 @@ class DigitClassifier:
         return self.model.predict(to_native(images))
 
 
-def label_accuracy(G: torch.nn.Module, classifier: DigitClassifier, per_class: int = 500,
-                   num_classes: int = 10, seed: int = CHECK_SEED, device="cpu") -> dict:  # fmt: skip
+def label_accuracy(
+    G: torch.nn.Module,
+    classifier: DigitClassifier,
+    per_class: int = 500,
+    num_classes: int = 10,
+    seed: int = CHECK_SEED,
+    device="cpu",
+) -> dict:
     """Share of samples drawn for label k that the classifier reads as k, overall and per class."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(per_class)
@@ -61,8 +67,11 @@ def label_accuracy(G: torch.nn.Module, classifier: DigitClassifier, per_class: i
 
 def accuracy_by_class(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     per_class = [float((predicted[labels == k] == k).mean()) for k in range(num_classes)]
-    return {"accuracy": float((predicted == labels).mean()), "per_class": per_class,
-            "worst_class": int(np.argmin(per_class))}  # fmt: skip
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "per_class": per_class,
+        "worst_class": int(np.argmin(per_class)),
+    }
 
 
 def mode_coverage(G: torch.nn.Module, num_samples: int = 10_000, seed: int = CHECK_SEED, device="cpu") -> dict:
@@ -108,8 +117,13 @@ def mode_histogram_statistics(hist: torch.Tensor) -> dict:
 
     mix = digit_mix(hist)
     uniform = torch.full((10,), 0.1, dtype=torch.float64)
-    return {**mode_statistics(hist, torch.ones_like(hist)), "most_common": int(hist.max()), "samples": int(hist.sum()),
-            "digit_mix": mix.tolist(), "digit_mix_kl": [kl_divergence(shares, uniform) for shares in mix]}  # fmt: skip
+    return {
+        **mode_statistics(hist, torch.ones_like(hist)),
+        "most_common": int(hist.max()),
+        "samples": int(hist.sum()),
+        "digit_mix": mix.tolist(),
+        "digit_mix_kl": [kl_divergence(shares, uniform) for shares in mix],
+    }
 
 
 def digit_mix(hist: torch.Tensor) -> torch.Tensor:
@@ -119,4 +133,3 @@ def digit_mix(hist: torch.Tensor) -> torch.Tensor:
     cube = hist.double().reshape((10,) * channels)
     counts = torch.stack([cube.movedim(c, 0).reshape(10, -1).sum(1) for c in range(channels)])
     return counts / counts.sum(1, keepdim=True).clamp(min=1)
-

@@ -19,8 +19,6 @@ without scikit-learn's worker pool.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 NEAREST_K = 5  # the papers' k; the scores depend on it, so every raygan number uses the same
@@ -36,8 +34,9 @@ def nearest_neighbour_radii(features: torch.Tensor, k: int = NEAREST_K) -> torch
     return distances.topk(k + 1, dim=1, largest=False).values[:, -1]  # topk: 5x faster than kthvalue here
 
 
-def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K,
-         real_radii: Optional[torch.Tensor] = None) -> dict[str, float]:  # fmt: skip
+def prdc(
+    real: torch.Tensor, fake: torch.Tensor, k: int = NEAREST_K, real_radii: torch.Tensor | None = None
+) -> dict[str, float]:
     """{"precision", "recall", "density", "coverage"} of `fake` against `real` (N x D feature rows).
 
     `real_radii` (from nearest_neighbour_radii(real, k)) skips recomputing the real balls, which stay

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-
 PROJECTION_INIT_STD = 0.3  # measured on the digits at 16x16, see Discriminator
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.nn.utils.parametrizations import spectral_norm
 
 from raygan.models.dcgan import PROJECTION_INIT_STD, activation_layer, init_label_embedding
@@ -99,8 +98,9 @@ class ResNetGenerator(nn.Module):
 
 
 class DownBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, activation: str, norm: str, bn_momentum: float,
-                 dropout: float):  # fmt: skip
+    def __init__(
+        self, in_channels: int, out_channels: int, activation: str, norm: str, bn_momentum: float, dropout: float
+    ):
         super().__init__()
         wrap = spectral_norm if norm == "spectral" else (lambda m: m)
         self.residual = nn.Sequential(  # the second conv after pooling: a quarter of its work (StyleGAN2's D)

@@ -9,7 +9,7 @@ benchmarks pass plain functions. The same code serves `train` and `bench`.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -45,12 +45,12 @@ def train_loop(
     batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
     cfg: Config,
     report: ReportFn,  # at report/eval/checkpoint steps, the metrics since the last call; "fid" only with an evaluation
-    evaluate: Optional[Callable[[GANEngine], dict]] = None,  # -> fid, kid, modes ...; all ranks call it
-    monitor: Optional[HealthMonitor] = None,  # judges each evaluation; may stop the run
-    progress: Optional[Callable[[str], None]] = None,  # rank 0's progress lines
+    evaluate: Callable[[GANEngine], dict] | None = None,  # -> fid, kid, modes ...; all ranks call it
+    monitor: HealthMonitor | None = None,  # judges each evaluation; may stop the run
+    progress: Callable[[str], None] | None = None,  # rank 0's progress lines
     checkpoints: bool = True,  # False for benchmarks
-    last_step: Optional[int] = None,  # default cfg.train.steps
-    time_budget_s: Optional[float] = None,  # stop once engine.trained_s reaches it, evaluated and checkpointed
+    last_step: int | None = None,  # default cfg.train.steps
+    time_budget_s: float | None = None,  # stop once engine.trained_s reaches it, evaluated and checkpointed
 ) -> dict:
     """Run from `engine.step` to `last_step` (or a health or budget stop); returns where the time went, in seconds."""
     t = cfg.train
@@ -75,7 +75,9 @@ def train_loop(
         step = engine.step
         out_of_time = False
         if time_budget_s is not None and is_due(step, t.report_every, last):  # ranks decide together, at a report
-            engine.trained_s = all_reduce_mean(torch.tensor(previous_s + time.perf_counter() - run_start, dtype=torch.float64)).item()
+            engine.trained_s = all_reduce_mean(
+                torch.tensor(previous_s + time.perf_counter() - run_start, dtype=torch.float64)
+            ).item()
             out_of_time = engine.trained_s >= time_budget_s
         else:
             engine.trained_s = previous_s + time.perf_counter() - run_start
@@ -99,7 +101,9 @@ def train_loop(
             if monitor is not None:
                 metrics.update(monitor.observe(step, metrics))
                 if out_of_time:
-                    monitor.stop(f"time budget: {engine.trained_s:.0f} s of training (train.time_budget_s {time_budget_s:g})")
+                    monitor.stop(
+                        f"time budget: {engine.trained_s:.0f} s of training (train.time_budget_s {time_budget_s:g})"
+                    )
                 metrics["health"] = monitor.summary(metrics)
                 stopping = monitor.stop_reason is not None
                 checkpointing = checkpoints and (checkpointing or bool(metrics["new_best"]) or stopping)
@@ -117,5 +121,8 @@ def train_loop(
         if stopping:
             break
     return {
-        "step_times": step_times, "seconds": spent, "wall": time.perf_counter() - run_start, "first_step_at": first_step_at,
-    }  # fmt: skip
+        "step_times": step_times,
+        "seconds": spent,
+        "wall": time.perf_counter() - run_start,
+        "first_step_at": first_step_at,
+    }

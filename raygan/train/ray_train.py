@@ -16,13 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import ray
 import ray.train
 import ray.train.torch
 import torch
-
 from ray.train.v2.api.config import LoggingConfig
 
 from raygan import storage
@@ -34,8 +33,8 @@ from raygan.data.stream import StreamedBatches, folder_dataset, in_memory
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
-from raygan.train.loop import train_loop
 from raygan.report import grid_array
+from raygan.train.loop import train_loop
 from raygan.train.runlog import RunLog, grid_latents, png_bytes
 from raygan.train.step import GANEngine, unwrap
 
@@ -71,7 +70,7 @@ def _quiet_report_log() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
+def train_worker(loop_config: dict[str, Any]) -> dict | None:
     """`train_loop_per_worker`: loop_config holds the resolved config and the mode (train | bench)."""
     _quiet_report_log()
     cfg = build_config(loop_config["config"])
@@ -133,8 +132,16 @@ def train_worker(loop_config: dict[str, Any]) -> Optional[dict]:
             ray.train.report(ray_metrics(metrics, with_checkpoint))  # the same metrics as rank 0's
 
     progress = _write_line if rank == 0 else None
-    summary = train_loop(engine, batches, cfg, report=report, evaluate=evaluate, monitor=monitor, progress=progress,
-                         time_budget_s=cfg.train.time_budget_s)  # fmt: skip
+    summary = train_loop(
+        engine,
+        batches,
+        cfg,
+        report=report,
+        evaluate=evaluate,
+        monitor=monitor,
+        progress=progress,
+        time_budget_s=cfg.train.time_budget_s,
+    )
     if run_log is not None:
         run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):
@@ -246,19 +253,22 @@ def trainer(
     cfg: Config,
     name: str,
     storage_path: str,
-    bench_steps: Optional[int] = None,  # time this many steps instead of training
-    callbacks: Optional[list] = None,  # Ray Train callbacks (the sweep's link to Tune)
-    resume_from: Optional[str] = None,  # a checkpoint of another run to start from
-    cache_root: Optional[str] = None,  # where real statistics are cached; default storage_path
-    started_at: Optional[float] = None,  # wall clock the user launched at; default now
+    bench_steps: int | None = None,  # time this many steps instead of training
+    callbacks: list | None = None,  # Ray Train callbacks (the sweep's link to Tune)
+    resume_from: str | None = None,  # a checkpoint of another run to start from
+    cache_root: str | None = None,  # where real statistics are cached; default storage_path
+    started_at: float | None = None,  # wall clock the user launched at; default now
 ):
     s = cfg.scaling
     datasets = {}
     loop_config = {
-        "config": cfg.to_dict(), "bench_steps": bench_steps, "resume_from": resume_from,
-        "storage_root": cache_root or storage_path, "run_uri": f"{storage_path.rstrip('/')}/{name}",
+        "config": cfg.to_dict(),
+        "bench_steps": bench_steps,
+        "resume_from": resume_from,
+        "storage_root": cache_root or storage_path,
+        "run_uri": f"{storage_path.rstrip('/')}/{name}",
         "started_at": started_at or time.time(),
-    }  # fmt: skip
+    }
     if cfg.data.name == "folder" and not in_memory(cfg.data):
         datasets["train"], info = folder_dataset(cfg.data)
         loop_config.update(stream=True, num_classes=max(1, len(info.class_names)))
@@ -283,7 +293,7 @@ def trainer(
     )
 
 
-def fit(cfg: Config, name: str, storage_path: str, started_at: Optional[float] = None):
+def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = None):
     """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
 
     Disconnects from Ray afterwards only if it connected itself, so that workers' last log
@@ -297,7 +307,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: Optional[float] =
             ray.shutdown()
 
 
-def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: Optional[float] = None) -> dict:
+def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
     connected = ensure_ray()
     try:

@@ -18,7 +18,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ def grid_name(step: int) -> str:
     return f"step_{step:07d}.png"
 
 
-def grid_latents(cfg: Config, num_classes: int) -> tuple[torch.Tensor, Optional[torch.Tensor], int]:
+def grid_latents(cfg: Config, num_classes: int) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """(z, labels, images per row): 8 x 8 samples, or one row of 8 per class for conditional models."""
     rows = num_classes if cfg.model.conditional else GRID_COLUMNS
     z = torch.randn(rows * GRID_COLUMNS, cfg.model.latent_dim, generator=torch.Generator().manual_seed(GRID_SEED))
@@ -73,7 +72,7 @@ class RunLog:
         self._tb = None
         self._warned = False
 
-    def record(self, metrics: dict, grid: Optional[np.ndarray] = None) -> None:
+    def record(self, metrics: dict, grid: np.ndarray | None = None) -> None:
         step = int(metrics["step"])
         self.records.append(metrics)
         lines = "".join(json.dumps(r, default=float) + "\n" for r in self.records)

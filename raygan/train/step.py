@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,7 +124,9 @@ class GANEngine:
         self.g_skipped = 0
         self.trained_s = 0.0  # seconds of training so far, over resumes: what train.time_budget_s limits
         self.augment_p = cfg.train.augment_p  # adapted when train.ada_target is set
-        self._real_sign = torch.zeros(2, device=self.device)  # ADA: sum of sign D(real), count, since the last adjustment
+        self._real_sign = torch.zeros(
+            2, device=self.device
+        )  # ADA: sum of sign D(real), count, since the last adjustment
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}  # per metric: g_grad_norm only counts the G updates that ran
 
@@ -166,7 +169,7 @@ class GANEngine:
         flip = torch.rand(self.cfg.train.batch_size, generator=self._generator(DRAW_XFLIP, index))[self.local] < 0.5
         return torch.where(flip.to(images.device)[:, None, None, None], images.flip(3), images)
 
-    def _noise(self, purpose: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _noise(self, purpose: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's slice of the global batch of latents (and labels for conditional models)."""
         g = self._generator(DRAW_NOISE, purpose)
         z = torch.randn(self.cfg.train.batch_size, self.cfg.model.latent_dim, generator=g)[self.local]
@@ -232,10 +235,15 @@ class GANEngine:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float())
         total = loss
         if spec.name == "D" and cfg.train.ada_target is not None:
-            self._real_sign += torch.stack([real_logits.detach().float().sign().sum(), real_logits.new_tensor(real_logits.numel())])
+            self._real_sign += torch.stack(
+                [real_logits.detach().float().sign().sum(), real_logits.new_tensor(real_logits.numel())]
+            )
         if (spec.r1_gamma or spec.r2_gamma) and self.step % cfg.loss.reg_interval == 0 and purpose == 0:
             interval = cfg.loss.reg_interval  # lazy: a larger weight, less often
-            for name, gamma, images, labels in (("r1", spec.r1_gamma, real, real_labels), ("r2", spec.r2_gamma, fake, fake_labels)):
+            for name, gamma, images, labels in (
+                ("r1", spec.r1_gamma, real, real_labels),
+                ("r2", spec.r2_gamma, fake, fake_labels),
+            ):
                 if gamma:
                     penalty = losses.gradient_norm_penalty(net, images, labels)
                     total = total + (gamma / 2) * interval * penalty
@@ -269,7 +277,8 @@ class GANEngine:
                 stack.callback(adv.net.requires_grad_, True)
             with self._autocast():
                 loss = sum(
-                    adv.spec.g_weight * adv.spec.loss.g(adv.net(seen, fake_labels).float(), self._paired_real(adv, real, real_labels))
+                    adv.spec.g_weight
+                    * adv.spec.loss.g(adv.net(seen, fake_labels).float(), self._paired_real(adv, real, real_labels))
                     for adv in self.adversaries
                 )
             self._track("g_loss", loss)
@@ -288,7 +297,7 @@ class GANEngine:
             self._update_ema()
 
     @torch.no_grad()
-    def _paired_real(self, adv: Adversary, real: torch.Tensor, real_labels) -> Optional[torch.Tensor]:
+    def _paired_real(self, adv: Adversary, real: torch.Tensor, real_labels) -> torch.Tensor | None:
         """D's logits on the last real batch (augmented as D sees reals) for relativistic G losses."""
         if not adv.spec.loss.pairs_real:
             return None
@@ -401,7 +410,9 @@ class GANEngine:
         self.step = int(state["step"])
         self.d_skipped, self.g_skipped = int(state["d_skipped"]), int(state["g_skipped"])
         self.trained_s = float(state.get("trained_s", 0.0))  # older checkpoints did not count it
-        if self.cfg.train.ada_target is not None and "augment_p" in state:  # adapted: the checkpoint's, not the start value
+        if (
+            self.cfg.train.ada_target is not None and "augment_p" in state
+        ):  # adapted: the checkpoint's, not the start value
             self.augment_p = float(state["augment_p"])
             self._real_sign = state["real_sign"].to(self.device)
         unwrap(self.G).load_state_dict(state["G"])
@@ -417,7 +428,7 @@ class GANEngine:
             self.G_ema.load_state_dict(state.get("G_ema", unwrap(self.G).state_dict()))
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, batch_size: int = 500) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
         """Images in [-1, 1] from `sampler` in eval mode (BatchNorm uses running statistics)."""
         return generate(self.sampler, z, labels, batch_size, self.device)
 
