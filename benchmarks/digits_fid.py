@@ -23,8 +23,8 @@ def main() -> int:
 
     import torch
 
+    from raygan.compare import fid_between
     from raygan.data import dataset_from_spec
-    from raygan.metrics.compare import fid_between
 
     torch.set_num_threads(2)
     train_size = len(dataset_from_spec("digits", 8))

@@ -31,15 +31,16 @@ def main() -> int:
 
     import torch
 
+    from raygan import storage
     from raygan.checkpoint import load_generator
     from raygan.data import emoji
     from raygan.errors import UserError
+    from raygan.images import generate
     from raygan.metrics.baselines import blur
     from raygan.metrics.evaluator import fixed_latents
     from raygan.metrics.features import load_extractor
     from raygan.metrics.fid import FeatureMetrics, extract, kl_divergence
     from raygan.report import load_run
-    from raygan.train.step import generate
 
     torch.set_num_threads(2)
     try:
@@ -72,7 +73,7 @@ def main() -> int:
     fake_hist = torch.bincount(classes, minlength=9).double()
     real_hist = torch.bincount(train.labels, minlength=9).double()
     category_kl = kl_divergence(fake_hist, real_hist / real_hist.sum())
-    run_folder = meta["checkpoint"].rstrip("/").rsplit("/", 1)[0]  # checkpoints sit in their run folder
+    run_folder = storage.parent(meta["checkpoint"])  # checkpoints sit in their run folder
     evaluations = load_run([run_folder], "run").evaluations
     last = evaluations[-1] if evaluations else {}
     flags = sorted(k[len("health_") :] for k, v in last.items() if k.startswith("health_") and v)

@@ -31,8 +31,8 @@ STACKED_SAMPLES = 10_000
 
 def digits_check():
     """engine -> FID to digits:test of as many samples as the training split, and its ratio to the floor."""
+    from raygan.compare import image_metrics, load_images
     from raygan.data import dataset_from_spec
-    from raygan.metrics.compare import image_metrics, load_images
     from raygan.metrics.evaluator import fixed_latents
     from raygan.metrics.label_check import legibility
 

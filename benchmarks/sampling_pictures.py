@@ -65,10 +65,10 @@ def main() -> int:
 
     from raygan.checkpoint import load_generator, read_config, resolve_checkpoint
     from raygan.cli import main as raygan
-    from raygan.metrics.compare import image_metrics, load_images
+    from raygan.compare import image_metrics, load_images
+    from raygan.images import generate
     from raygan.metrics.evaluator import fixed_latents
     from raygan.sampling import draw_latents, write_walk
-    from raygan.train.step import generate
 
     torch.set_num_threads(2)
     out = Path(args.out)

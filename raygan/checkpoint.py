@@ -175,7 +175,7 @@ def pull(source: str, dest: str) -> Path:
     import pyarrow.fs
 
     checkpoint = resolve_checkpoint(source)
-    target = Path(dest).expanduser() / checkpoint.rstrip("/").rsplit("/", 1)[-1]
+    target = Path(dest).expanduser() / storage.basename(checkpoint)
     target.mkdir(parents=True, exist_ok=True)
     fs, path = storage.filesystem(checkpoint)
     pyarrow.fs.copy_files(

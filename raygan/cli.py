@@ -200,6 +200,7 @@ def cmd_train(args) -> int:
         return _print_resolved(cfg)
     from ray.train import TrainingFailedError
 
+    from raygan import storage
     from raygan.train.loop import format_timing
     from raygan.train.ray_train import fit
 
@@ -211,7 +212,7 @@ def cmd_train(args) -> int:
         print(f"error: run {name} failed: {e}", file=sys.stderr)
         return 1
     metrics = result.metrics or {}
-    run = f"{root.rstrip('/')}/{name}"
+    run = storage.join(root, name)
     latest = _uri(result.checkpoint) if result.checkpoint else None
     best = _best_checkpoint(result)
     health = metrics.get("health") or {}
@@ -239,7 +240,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from raygan.tune import format_table, run_sweep, validate_sweep
+    from raygan.tune import run_sweep, validate_sweep
 
     cfg = _load(args)
     validate_sweep(cfg)
@@ -252,12 +253,14 @@ def cmd_tune(args) -> int:
     root = storage_root(cfg)
     from ray.tune import Tuner
 
+    from raygan import storage
     from raygan.tune import restore_args
 
-    if args.resume and not Tuner.can_restore(**restore_args(f"{root.rstrip('/')}/{name}")):
+    if args.resume and not Tuner.can_restore(**restore_args(storage.join(root, name))):
         raise UserError(f"--resume: no experiment {name} under {root}")
     result = run_sweep(cfg, name, root, resume=args.resume)
-    print(format_table(result["rows"], result["searched"]))
+    columns = ["trial", *result["searched"], "best_fid", "best_step", "last_step", "trained_s", "stop_reason"]
+    print(format_table(result["rows"], columns))
     print(f"experiment: {result['experiment']} (summary.csv, summary.json)")
     if result["best_fid"] is not None:
         print(
@@ -305,8 +308,7 @@ def cmd_sample(args) -> int:
 
     from raygan import sampling
     from raygan.checkpoint import load_generator
-    from raygan.report import save_grid
-    from raygan.train.step import generate
+    from raygan.images import generate, save_grid
 
     _check_sample_args(args)
     G, cfg, meta = load_generator(args.checkpoint)
@@ -389,7 +391,6 @@ def cmd_checkpoints(args) -> int:
     rows = checkpoint_rows(args.uri)
     if not rows:
         raise UserError(f"{args.uri}: no runs with checkpoints there")
-    columns = ["run", "checkpoint", "step", "fid", "best", "size_mb", "complete"]
     shown = [
         {
             **row,
@@ -399,10 +400,7 @@ def cmd_checkpoints(args) -> int:
         }
         for row in rows
     ]
-    table = [columns] + [[_cell(row[c]) for c in columns] for row in shown]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for line in table:
-        print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+    print(format_table(shown, ["run", "checkpoint", "step", "fid", "best", "size_mb", "complete"]))
     if args.json:
         print(json.dumps({"checkpoints": rows}))
     return 0
@@ -421,7 +419,7 @@ def checkpoint_rows(uri: str) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "run": run,
-                    "checkpoint": path.rsplit("/", 1)[-1],
+                    "checkpoint": storage.basename(path),
                     "step": meta.get("step"),
                     "fid": meta.get("fid"),
                     "best": path == best,
@@ -432,10 +430,17 @@ def checkpoint_rows(uri: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Rows as text columns under a header line: floats to 4 significant digits, None as `-`."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    table = [columns] + [[cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table)
 
 
 def cmd_bench(args) -> int:
@@ -464,7 +469,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_fid(args) -> int:
-    from raygan.metrics.compare import fid_between
+    from raygan.compare import fid_between
 
     if args.num is not None and args.num < 2:
         raise UserError(f"--num: must be at least 2, got {args.num}")

@@ -37,7 +37,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # dcgan | resnet (residual G and D); registry: raygan.models.ARCHS
+    arch: str = "dcgan"  # dcgan | resnet (residual G and D); builders: raygan.models.ARCHS
     latent_dim: int = 100  # size of z
     g_layers: int = 4  # G's stages: starts at image_size / 2**(g_layers-1) px, doubles g_layers-1 times
     d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest
@@ -184,8 +184,10 @@ class Config:
         return to_dict(self)
 
 
+HEALTH_CONDITIONS = ("nan", "collapse", "diminished_gradient", "non_convergence")  # raygan.metrics.health's rules
 CHOICES = {
     "data.name": ("digits", "stacked-digits", "emoji", "random", "folder", "npz"),
+    "model.arch": ("dcgan", "resnet"),  # raygan.models.ARCHS has a builder for each
     "model.g_activation": ("relu", "leaky_relu"),
     "model.d_activation": ("relu", "leaky_relu"),
     "model.g_norm": ("batch", "none"),
@@ -194,7 +196,7 @@ CHOICES = {
     "loss.label_smoothing_mode": ("fixed", "uniform"),
     "data.cache": ("auto", "memory", "stream"),
     "train.amp": (None, "bf16", "fp16"),
-    "train.stop_on": ("nan", "collapse", "diminished_gradient", "non_convergence"),
+    "train.stop_on": HEALTH_CONDITIONS,
     "train.augment": ("translation", "cutout", "color"),
     "tune.scheduler.name": ("asha", "pbt", "fifo"),
     "tune.search_alg.name": ("random", "optuna", "bohb"),
@@ -439,10 +441,7 @@ def validate(cfg: Config) -> None:
     if d.name not in ("folder", "npz") and d.path:
         raise ConfigError("data.path", f"only used with data.name folder or npz, not {d.name}")
 
-    from raygan.models import ARCHS  # the registry imports this module
-
-    if m.arch not in ARCHS:
-        raise ConfigError("model.arch", f"{m.arch!r} is not one of: {', '.join(ARCHS)}")
+    _check_choice("model.arch", m.arch)
     _check_range("model.latent_dim", m.latent_dim, 1)
     top = max_layers(size)
     for key, layers in (("model.g_layers", m.g_layers), ("model.d_layers", m.d_layers)):

@@ -119,7 +119,7 @@ def require_onnx():
 def check_out(out: str) -> None:
     """--out can be written: bad input is found before the export runs."""
     if storage.is_uri(out):
-        storage.check_writable(out.rstrip("/").rsplit("/", 1)[0])
+        storage.check_writable(storage.parent(out))
         return
     path = Path(out).expanduser()
     if path.is_dir():

@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
-import torch
 
 from raygan import storage
-from raygan.data import resize
 from raygan.errors import UserError
+from raygan.images import save_gif
+from raygan.train.runlog import GRIDS, read_metrics
 
 SUMMARY, SEARCH, RUNS = "summary.json", "search.json", "runs"  # what a sweep leaves in its experiment folder
 SUMMARY_COLUMNS = (
@@ -49,39 +49,6 @@ LOSS_LABELS = {"g_loss": "G loss", "D_loss": "D loss", "critic_loss": "critic lo
 FIGURE_SIZE = (8, 4.5)  # inches, at 100 dpi: 800 x 450 pixels
 GIF_MIN_WIDTH = 320  # small grids are scaled up (whole pixels) so that the caption stays readable
 GIF_FRAME_MS, GIF_LAST_FRAME_MS = 600, 2000
-
-
-# ---------------------------------------------------------------------------------------------
-# image grids
-
-
-GRID_MIN_SIDE = 32  # smaller images are drawn upsampled, bilinearly as raygan upsamples the 8x8 digits
-
-
-def grid_array(
-    images: torch.Tensor, nrow: int | None = None, padding: int = 2, min_side: int = GRID_MIN_SIDE
-) -> np.ndarray:
-    """N x C x H x W floats in [-1, 1] -> one H' x W' x 3 uint8 grid, `nrow` images per row."""
-    if images.shape[-1] < min_side:
-        images = resize(images.detach().float(), min_side)
-    n, c, h, w = images.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    if c == 1:
-        pixels = pixels.expand(n, 3, h, w)
-    canvas = torch.full((3, rows * (h + padding) + padding, nrow * (w + padding) + padding), 255, dtype=torch.uint8)
-    for i in range(n):
-        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
-        canvas[:, top : top + h, left : left + w] = pixels[i]
-    return canvas.permute(1, 2, 0).numpy()
-
-
-def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> Path:
-    from PIL import Image
-
-    Image.fromarray(grid_array(images, nrow)).save(path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,8 +105,6 @@ def _is_file(uri: str) -> bool:
 
 
 def _read_records(run_uri: str) -> list[dict]:
-    from raygan.train.runlog import read_metrics  # pulls in the metrics stack; only reading needs it
-
     try:
         records = read_metrics(run_uri)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -151,8 +116,6 @@ def _read_records(run_uri: str) -> list[dict]:
 
 
 def _read_grids(run_uri: str) -> dict[int, str]:
-    from raygan.train.runlog import GRIDS
-
     folder = storage.join(run_uri, GRIDS)
     grids = {}
     for name in _list(folder):
@@ -586,12 +549,6 @@ def write_progress_gif(history: RunHistory, path: Path) -> Path:
     return save_gif(frames, path, durations)
 
 
-def save_gif(frames: list, path: Path, durations: list[int]) -> Path:
-    """PIL images as one looping GIF (Pillow's writer), each shown for its duration in milliseconds."""
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    return path
-
-
 def _read_grid(uri: str) -> bytes:
     data = storage.read_bytes(uri)
     if data is None:
@@ -846,7 +803,7 @@ def write_experiment_report(experiment: Experiment, out: Path) -> list[Path]:
 
 def display_name(uri: str) -> str:
     """The folder's own name: `exp1` for ~/raygan_results/exp1, s3://bucket/sweeps/exp1 and `.` inside it."""
-    return uri.rstrip("/").rsplit("/", 1)[-1] if storage.is_uri(uri) else Path(uri).resolve().name
+    return storage.basename(uri) if storage.is_uri(uri) else Path(uri).resolve().name
 
 
 def write_report(uri: str, out: str | Path) -> dict:

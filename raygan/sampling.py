@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raygan.report import GRID_MIN_SIDE
-from raygan.train.step import generate
+from raygan.images import GRID_MIN_SIDE, generate, grid_array, save_gif
 
 GRID_CLASS_COLUMNS = 8  # default latents per class row with --grid-classes
 WALKS = 16  # default walks side by side with --interpolate
@@ -98,8 +97,6 @@ def write_walk(
     (K x N x D) while its label stays; {"frames", "width", "height"}. Images smaller than `min_side`
     are drawn upsampled, as in the still grids (GIF bytes grow with the pixels: ~1 byte each here)."""
     from PIL import Image
-
-    from raygan.report import grid_array, save_gif
 
     frames = []
     for z in latent_walk(keyframes, frames_per_segment):

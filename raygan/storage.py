@@ -38,7 +38,18 @@ def expand(path: str) -> str:
 
 
 def join(root: str, *parts: str) -> str:
+    """`root/part/...` for a folder or a URI; the one way raygan builds a path under a storage root."""
     return "/".join([root.rstrip("/"), *parts])
+
+
+def parent(uri: str) -> str:
+    """The folder or prefix that holds `uri` (`s3://b/runs/r1/checkpoint_0000100` -> `s3://b/runs/r1`)."""
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def basename(uri: str) -> str:
+    """The last part of a folder or URI (`s3://b/runs/r1/` -> `r1`)."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def check_uri(uri: str) -> None:

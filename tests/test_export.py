@@ -13,7 +13,8 @@ from torch import nn
 
 from raygan.checkpoint import GENERATOR, checkpoint_name, write_checkpoint
 from raygan.cli import main
-from raygan.train.step import generate, unwrap
+from raygan.images import generate
+from raygan.train.step import unwrap
 
 # TorchScript and the TorchScript-based ONNX exporter warn that they are deprecated in torch 2.13; the
 # contract names both formats, and these tests are what fails first when one stops working

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from raygan.config import HealthConfig, build_config
+from raygan.config import HEALTH_CONDITIONS, HealthConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.fid import mode_statistics
@@ -82,6 +82,11 @@ def test_a_winning_discriminator_is_diminished_gradient():
     assert monitor.stop_reason.startswith("diminished_gradient")
     wgan = HealthMonitor(HealthConfig(window=1), d_loss_is_bounded=False)
     assert wgan.observe(100, {"D_loss": -3.0, "D_accuracy": 1.0})["health_diminished_gradient"] == 0
+
+
+def test_the_monitor_flags_exactly_the_conditions_stop_on_accepts():
+    flags = HealthMonitor(HealthConfig()).observe(10, {**HEALTHY_LOSSES, "fid": 5.0})
+    assert sorted(k for k in flags if k.startswith("health_")) == sorted(f"health_{c}" for c in HEALTH_CONDITIONS)
 
 
 def test_nan_losses():

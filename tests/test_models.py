@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from raygan.config import build_config
+from raygan.config import CHOICES, build_config
 from raygan.models import ARCHS, build_discriminator, build_generator, count_parameters
 
 
@@ -15,6 +15,10 @@ def test_pytorch_examples_dcgan_parameter_counts():
 
 
 ARCH_NAMES = sorted(ARCHS)
+
+
+def test_every_arch_the_config_accepts_has_builders_and_no_other():
+    assert ARCH_NAMES == sorted(CHOICES["model.arch"])
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,8 @@ def test_a_short_conditional_run_follows_labels_and_still_uses_z(judge):
     draws one image per label: its per-pixel spread within a class was under a tenth of the data's)."""
     from raygan.config import build_config
     from raygan.data import indexed_batches, load_dataset
-    from raygan.train.step import GANEngine, generate
+    from raygan.images import generate
+    from raygan.train.step import GANEngine
 
     torch.set_num_threads(2)
     cfg = build_config(

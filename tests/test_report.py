@@ -17,7 +17,8 @@ from conftest import run_module
 from PIL import Image
 
 from raygan.cli import main
-from raygan.report import grid_array, load_run, loss_keys, trial_runs, write_report
+from raygan.images import grid_array
+from raygan.report import load_run, loss_keys, trial_runs, write_report
 from raygan.storage import read_bytes
 from raygan.train.runlog import RunLog, grid_name
 
@@ -254,15 +255,6 @@ def test_run_without_evaluations_yet(tmp_path):
     page = (tmp_path / "out" / "index.html").read_text()
     assert "No image grids saved yet." in page and "No grid at the best step." in page
     assert missing_references(tmp_path / "out") == []
-
-
-def test_grids_of_small_images_are_drawn_at_32_pixels():
-    digits8 = torch.zeros(4, 1, 8, 8)
-    digits8[:, :, 2:6, 3:5] = 1.0  # a bar in the middle
-    grid = grid_array(digits8 * 2 - 1, 2)
-    assert grid.shape == (2 + 2 * 34, 2 + 2 * 34, 3)  # 32 px an image, padding 2
-    assert grid[2 + 16, 2 + 16].tolist() == [255, 255, 255] and grid[2 + 1, 2 + 1].tolist() == [0, 0, 0]
-    assert grid_array(torch.zeros(4, 3, 64, 64), 2).shape == (2 + 2 * 66, 2 + 2 * 66, 3)  # larger ones as they are
 
 
 def test_loss_keys_cover_gan_wgan_and_combined():

@@ -11,8 +11,8 @@ from test_step import make, tiny
 
 from raygan.checkpoint import checkpoint_name, load_generator, write_checkpoint
 from raygan.cli import main
+from raygan.images import generate
 from raygan.sampling import class_rows, draw_latents, latent_walk, slerp, tiles
-from raygan.train.step import generate
 
 MODELS = {"unconditional": [], "conditional": ["model.conditional=true"]}
 

@@ -17,8 +17,10 @@ import io
 import json
 import lzma
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pyarrow.fs
 import torch
 import torch.nn.functional as F
 
@@ -149,7 +151,7 @@ def random_noise(image_size: int, channels: int, seed: int = 0) -> TensorImages:
     return TensorImages(images, torch.arange(RANDOM_SIZE) % 10, 10)
 
 
-def _decode(data: bytes, channels: int, background: str = "white") -> np.ndarray | None:
+def decode_image(data: bytes, channels: int, background: str = "white") -> np.ndarray | None:
     """An image file's bytes -> H x W (x 3) array, transparency composited on `background`; None if
     undecodable."""
     from PIL import Image, UnidentifiedImageError
@@ -177,14 +179,72 @@ def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
     return torch.stack(out).clamp(-1, 1)
 
 
-def image_folder(path: str, image_size: int, channels: int, background: str = "white") -> TensorImages:
-    """Images under a folder or prefix (local or s3://); the class is the first sub-folder's name when
-    there are sub-folders."""
-    from raygan.data.stream import decode_folder
+class FolderInfo(NamedTuple):
+    files: int
+    class_names: list[str]
 
-    return decode_folder(
-        DataConfig(name="folder", path=path, image_size=image_size, channels=channels, background=background)
+
+def folder_filesystem(path: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """(filesystem, the folder's path inside it) for a local folder or a URI; UserError naming data.path."""
+    try:
+        return pyarrow.fs.FileSystem.from_uri(path if storage.is_uri(path) else str(_local(path)))
+    except (pyarrow.ArrowInvalid, OSError) as e:
+        raise UserError(f"data.path: {path}: {e}") from None
+
+
+def _local(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def list_images(path: str) -> tuple[str, list[str], FolderInfo]:
+    """(root inside its filesystem, image file paths, info) for a folder or prefix; UserError if none."""
+    fs, root = folder_filesystem(path)
+    if not storage.is_uri(path) and not _local(path).is_dir():
+        raise UserError(f"data.path: {path}: no such folder")
+    try:
+        entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise UserError(f"data.path: {path}: cannot list ({e})") from None
+    files = sorted(
+        e.path
+        for e in entries
+        if e.type == pyarrow.fs.FileType.File and "." + e.path.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
     )
+    if not files:
+        raise UserError(f"data.path: {path}: no readable images (no image files)")
+    relative = [f[len(root) :].lstrip("/").split("/") for f in files]
+    class_names = sorted({parts[0] for parts in relative if len(parts) > 1})
+    return root, files, FolderInfo(len(files), class_names)
+
+
+def folder_label(path: str, root: str, class_index: dict[str, int]) -> int:
+    """The class of an image file under `root`: its first sub-folder's (0 for a file in `root` itself)."""
+    parts = path[len(root) :].lstrip("/").split("/")
+    return class_index.get(parts[0], 0) if len(parts) > 1 else 0
+
+
+def read_folder(cfg: DataConfig, limit: int | None = None) -> TensorImages:
+    """The images of a folder or prefix, local or s3:// (all, or `limit` evenly spread over the sorted
+    files), decoded into memory; `skipped` counts the undecodable files, the class is the first sub-folder."""
+    root, files, info = list_images(cfg.path)
+    fs, _ = folder_filesystem(cfg.path)
+    if limit is not None and limit < len(files):
+        files = [files[int(i)] for i in np.linspace(0, len(files) - 1, limit).round()]
+    class_index = {name: i for i, name in enumerate(info.class_names)}
+    arrays, labels = [], []
+    for path in files:
+        with fs.open_input_stream(path) as stream:
+            array = decode_image(stream.read(), cfg.channels, cfg.background)
+        if array is not None:
+            arrays.append(array)
+            labels.append(folder_label(path, root, class_index))
+    if not arrays:
+        raise UserError(f"data.path: {cfg.path}: no readable images (skipped {len(files)} files)")
+    dataset = TensorImages(
+        images_to_tensor(arrays, cfg.image_size), torch.tensor(labels), max(1, len(info.class_names))
+    )
+    dataset.skipped = len(files) - len(arrays)
+    return dataset
 
 
 def _read_data_file(path: str) -> bytes:
@@ -234,7 +294,7 @@ def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageD
     if cfg.name == "random":
         return random_noise(cfg.image_size, cfg.channels, seed=seed)
     if cfg.name == "folder":
-        return image_folder(cfg.path, cfg.image_size, cfg.channels, cfg.background)
+        return read_folder(cfg)
     if cfg.name == "npz":
         return npz_images(cfg.path, cfg.image_size)
     raise UserError(f"data.name: unknown dataset {cfg.name!r}")
@@ -248,11 +308,9 @@ def check_source(cfg: DataConfig) -> int:
     returns the channels its images have."""
     if cfg.name == "npz":
         return npz_images(cfg.path, 8).channels
-    elif cfg.name == "folder" and "://" not in cfg.path:
-        from raygan.data.stream import list_images
-
+    elif cfg.name == "folder" and not storage.is_uri(cfg.path):
         _, files, _ = list_images(cfg.path)
-        if not any(_decode(Path(f).read_bytes(), cfg.channels, cfg.background) is not None for f in files):
+        if not any(decode_image(Path(f).read_bytes(), cfg.channels, cfg.background) is not None for f in files):
             raise UserError(f"data.path: {cfg.path}: no readable images ({len(files)} image files)")
     return BUILTIN_CHANNELS.get(cfg.name, cfg.channels)
 

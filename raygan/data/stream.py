@@ -1,6 +1,6 @@
-"""`data.name: folder`: a folder or prefix of images, decoded into memory or streamed through Ray Data.
+"""`data.name: folder` streamed through Ray Data, for folders too large to decode into memory (that is
+`raygan.data.read_folder`, the one reader of folders, whose listing and decoding this shares).
 
-    dataset = decode_folder(cfg.data)               # every image decoded once, indexed like built-in data
     dataset, info = folder_dataset(cfg.data)        # driver: a ray.data.Dataset of images and labels
     TorchTrainer(..., datasets={"train": dataset})   # each worker: ray.train.get_dataset_shard("train")
 
@@ -16,61 +16,15 @@ sub-folder's name when there are sub-folders. Undecodable files are dropped and 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from raygan.config import DataConfig
-from raygan.errors import UserError
+from raygan.data import FolderInfo, decode_image, folder_filesystem, folder_label, images_to_tensor, list_images
 
 SKIPPED_COLUMN = "skipped"
 MEMORY_BUDGET = 4 * 2**30  # bytes of decoded float32 images per worker for data.cache: auto to keep them in memory
-
-
-class FolderInfo(NamedTuple):
-    files: int
-    class_names: list[str]
-
-
-def _filesystem(path: str):
-    import pyarrow.fs
-
-    try:
-        return pyarrow.fs.FileSystem.from_uri(path if "://" in path else str(_local(path)))
-    except (pyarrow.ArrowInvalid, OSError) as e:
-        raise UserError(f"data.path: {path}: {e}") from None
-
-
-def _local(path: str):
-    from pathlib import Path
-
-    return Path(path).expanduser().resolve()
-
-
-def list_images(path: str) -> tuple[str, list[str], FolderInfo]:
-    """(root inside its filesystem, image file paths, info) for a folder or prefix; UserError if none."""
-    import pyarrow.fs
-
-    from raygan.data import IMAGE_SUFFIXES
-
-    fs, root = _filesystem(path)
-    if "://" not in path and not _local(path).is_dir():
-        raise UserError(f"data.path: {path}: no such folder")
-    try:
-        entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    except OSError as e:
-        raise UserError(f"data.path: {path}: cannot list ({e})") from None
-    files = sorted(
-        e.path
-        for e in entries
-        if e.type == pyarrow.fs.FileType.File and "." + e.path.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
-    )
-    if not files:
-        raise UserError(f"data.path: {path}: no readable images (no image files)")
-    relative = [f[len(root) :].lstrip("/").split("/") for f in files]
-    class_names = sorted({parts[0] for parts in relative if len(parts) > 1})
-    return root, files, FolderInfo(len(files), class_names)
 
 
 class _Decoder:
@@ -80,19 +34,13 @@ class _Decoder:
         self.root, self.image_size, self.channels, self.background = root, cfg.image_size, cfg.channels, cfg.background
         self.class_index = {name: i for i, name in enumerate(class_names)}
 
-    def _label(self, path: str) -> int:
-        parts = path[len(self.root) :].lstrip("/").split("/")
-        return self.class_index.get(parts[0], 0) if len(parts) > 1 else 0
-
     def __call__(self, batch: dict) -> dict:
-        from raygan.data import _decode, images_to_tensor
-
         arrays, labels = [], []
         for data, path in zip(batch["bytes"], batch["path"]):
-            array = _decode(data, self.channels, self.background)
+            array = decode_image(data, self.channels, self.background)
             if array is not None:
                 arrays.append(array)
-                labels.append(self._label(path))
+                labels.append(folder_label(path, self.root, self.class_index))
         skipped = np.zeros(len(arrays), dtype=np.int64)
         if arrays:
             skipped[0] = len(batch["bytes"]) - len(arrays)  # counted once per batch
@@ -115,7 +63,7 @@ def folder_dataset(cfg: DataConfig):
     import ray.data
 
     root, files, info = list_images(cfg.path)
-    fs, _ = _filesystem(cfg.path)
+    fs, _ = folder_filesystem(cfg.path)
     # no CPU asked: where the training workers hold every CPU (a 2-core machine), Ray Data's tasks
     # asking for one would wait forever; decoding shares the workers' cores instead
     dataset = ray.data.read_binary_files(files, include_paths=True, filesystem=fs, ray_remote_args={"num_cpus": 0})
@@ -151,35 +99,3 @@ class StreamedBatches:
         if self._iterator is None:
             self._iterator = self._epochs()
         return next(self._iterator)
-
-
-def decode_folder(cfg: DataConfig, limit: int | None = None):
-    """The images of a folder or prefix (all, or `limit` evenly spread over the sorted files), decoded
-    into a TensorImages whose `skipped` counts the undecodable files; the class is the first sub-folder."""
-    from raygan.data import TensorImages, _decode, images_to_tensor
-
-    root, files, info = list_images(cfg.path)
-    fs, _ = _filesystem(cfg.path)
-    if limit is not None and limit < len(files):
-        files = [files[int(i)] for i in np.linspace(0, len(files) - 1, limit).round()]
-    decoder = _Decoder(root, info.class_names, cfg)
-    arrays, labels = [], []
-    for path in files:
-        with fs.open_input_stream(path) as stream:
-            array = _decode(stream.read(), cfg.channels, cfg.background)
-        if array is not None:
-            arrays.append(array)
-            labels.append(decoder._label(path))
-    if not arrays:
-        raise UserError(f"data.path: {cfg.path}: no readable images (skipped {len(files)} files)")
-    dataset = TensorImages(
-        images_to_tensor(arrays, cfg.image_size), torch.tensor(labels), max(1, len(info.class_names))
-    )
-    dataset.skipped = len(files) - len(arrays)
-    return dataset
-
-
-def read_folder(cfg: DataConfig, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `limit` images of a folder or prefix (evenly spread over the sorted files) and their labels."""
-    dataset = decode_folder(cfg, limit)
-    return dataset.images, dataset.labels

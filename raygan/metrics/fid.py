@@ -156,13 +156,9 @@ def kl_divergence(hist: torch.Tensor, q: torch.Tensor) -> float:
 
 def real_images(cfg: DataConfig, limit: int = REAL_SAMPLES) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Up to `limit` real training images in [-1, 1] (evenly spread, fixed), with labels when labelled."""
-    from raygan.data import load_dataset
+    from raygan.data import load_dataset, read_folder
 
-    if cfg.name == "folder":
-        from raygan.data.stream import read_folder
-
-        return read_folder(cfg, limit)
-    dataset = load_dataset(cfg)
+    dataset = read_folder(cfg, limit) if cfg.name == "folder" else load_dataset(cfg)  # a folder: `limit` files read
     n = min(limit, len(dataset))
     picks = torch.linspace(0, len(dataset) - 1, n).round().long()
     images, labels = dataset.batch(picks)

@@ -23,9 +23,7 @@ import math
 import statistics
 from typing import Any
 
-from raygan.config import HealthConfig
-
-CONDITIONS = ("nan", "collapse", "diminished_gradient", "non_convergence")
+from raygan.config import HEALTH_CONDITIONS, HealthConfig
 
 
 class HealthMonitor:
@@ -138,10 +136,10 @@ class HealthMonitor:
 
     def summary(self, metrics: dict | None = None) -> dict[str, Any]:
         """The `health` object of a run's result."""
-        active = [c for c in CONDITIONS if self.last.get(c)]
+        active = [c for c in HEALTH_CONDITIONS if self.last.get(c)]
         out = {
             "status": "healthy" if not active else ", ".join(active),
-            "flags": {c: bool(self.last.get(c)) for c in CONDITIONS},
+            "flags": {c: bool(self.last.get(c)) for c in HEALTH_CONDITIONS},
             "events": list(self.events),
             "stop_reason": self.stop_reason,
             "best_fid": self.best_fid,

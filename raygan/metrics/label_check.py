@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from raygan.data import _digits_arrays, resize
-from raygan.train.step import generate
+from raygan.images import generate
 
 NATIVE_SIZE = 8
 CHECK_SEED = 1234

@@ -8,6 +8,7 @@ Running again with the same name and storage resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,12 @@ from raygan.collectives import all_reduce_mean
 from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset, in_memory
+from raygan.images import grid_array, png_bytes
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
-from raygan.report import grid_array
 from raygan.train.loop import train_loop
-from raygan.train.runlog import RunLog, grid_latents, png_bytes
+from raygan.train.runlog import RunLog, grid_latents
 from raygan.train.step import GANEngine, unwrap
 
 BENCH_WARMUP_STEPS = 3
@@ -169,7 +171,7 @@ def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
     while True:
         try:
             for file in files:
-                storage.write_file(fs, f"{dest}/{file.name}", file.read_bytes())
+                storage.write_file(fs, storage.join(dest, file.name), file.read_bytes())
             break
         except OSError as e:
             if time.monotonic() > deadline:
@@ -224,13 +226,19 @@ def _write_line(line: str) -> None:
     sys.stdout.flush()
 
 
-def ensure_ray() -> bool:
-    """Join the cluster in RAY_ADDRESS (unset: the one `ray start` last started on this machine, if any), or
-    start a local one; True if this call connected."""
+@contextlib.contextmanager
+def ray_connection() -> Iterator[None]:
+    """Ray for the length of a command: the cluster in RAY_ADDRESS (unset: the one `ray start` last started
+    on this machine, if any), or a local one. Disconnects at the end only if it connected (a caller's own Ray
+    stays up); disconnecting lets the workers' last log lines arrive before the caller prints its result."""
     if ray.is_initialized():
-        return False
+        yield
+        return
     ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def ray_storage(storage_path: str) -> dict[str, Any]:
@@ -266,7 +274,7 @@ def trainer(
         "bench_steps": bench_steps,
         "resume_from": resume_from,
         "storage_root": cache_root or storage_path,
-        "run_uri": f"{storage_path.rstrip('/')}/{name}",
+        "run_uri": storage.join(storage_path, name),
         "started_at": started_at or time.time(),
     }
     if cfg.data.name == "folder" and not in_memory(cfg.data):
@@ -294,24 +302,12 @@ def trainer(
 
 
 def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = None):
-    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
-
-    Disconnects from Ray afterwards only if it connected itself, so that workers' last log
-    lines arrive before the caller prints its result.
-    """
-    connected = ensure_ray()
-    try:
+    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result."""
+    with ray_connection():
         return trainer(cfg, name, storage_path, started_at=started_at).fit()
-    finally:
-        if connected:
-            ray.shutdown()
 
 
 def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
-    connected = ensure_ray()
-    try:
+    with ray_connection():
         return trainer(cfg, name, storage_path, bench_steps=steps, started_at=started_at).fit().return_value
-    finally:
-        if connected:
-            ray.shutdown()

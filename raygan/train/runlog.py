@@ -11,7 +11,6 @@ report, and training goes on. `raygan report` reads these files.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -24,6 +23,7 @@ import torch
 
 from raygan import storage
 from raygan.config import Config
+from raygan.images import png_bytes
 
 METRICS, GRIDS, TENSORBOARD = "metrics.jsonl", "grids", "tensorboard"
 GRID_COLUMNS = 8
@@ -40,14 +40,6 @@ def grid_latents(cfg: Config, num_classes: int) -> tuple[torch.Tensor, torch.Ten
     z = torch.randn(rows * GRID_COLUMNS, cfg.model.latent_dim, generator=torch.Generator().manual_seed(GRID_SEED))
     labels = torch.arange(rows).repeat_interleave(GRID_COLUMNS) if cfg.model.conditional else None
     return z, labels, GRID_COLUMNS
-
-
-def png_bytes(grid: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(grid).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def read_metrics(run_uri: str) -> list[dict]:

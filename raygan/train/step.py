@@ -26,6 +26,7 @@ from raygan import losses
 from raygan.augment import augment
 from raygan.collectives import all_reduce_mean, all_reduce_sum
 from raygan.config import Config, OptimizerConfig
+from raygan.images import generate
 from raygan.models import build_discriminator, build_generator
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images in [-1, 1], labels
@@ -431,16 +432,3 @@ class GANEngine:
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500) -> torch.Tensor:
         """Images in [-1, 1] from `sampler` in eval mode (BatchNorm uses running statistics)."""
         return generate(self.sampler, z, labels, batch_size, self.device)
-
-
-@torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, labels=None, batch_size: int = 500, device="cpu") -> torch.Tensor:
-    was_training = G.training
-    G.eval()
-    out = []
-    for start in range(0, z.shape[0], batch_size):
-        zb = z[start : start + batch_size].to(device)
-        lb = None if labels is None else labels[start : start + batch_size].to(device)
-        out.append(G(zb, lb).float().cpu())
-    G.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)

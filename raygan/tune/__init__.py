@@ -18,12 +18,12 @@ import json
 import math
 import queue
 import re
-import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from raygan import storage
 from raygan.config import Config, build_config, get_dotted
 from raygan.errors import ConfigError
 
@@ -237,10 +237,8 @@ def _forward_to_tune():
             self.best_checkpoint = None
 
         def after_report(self, run_context, metrics, checkpoint):
-            from raygan.storage import uri_of
-
             result = dict(metrics[0])
-            uri = uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
+            uri = storage.uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
             if uri is not None and result.get("new_best"):
                 self.best_checkpoint = uri
             if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
@@ -258,7 +256,7 @@ def _earlier_best(checkpoint: str, best_step: int) -> str | None:
     (a paused or retried trial resumes its run after its best; a PBT exploit's best is in the donor's)."""
     from raygan.checkpoint import checkpoint_name, is_complete
 
-    candidate = f"{_run_of(checkpoint)}/{checkpoint_name(best_step)}"
+    candidate = storage.join(_run_of(checkpoint), checkpoint_name(best_step))
     return candidate if is_complete(candidate) else None
 
 
@@ -271,7 +269,7 @@ def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
 
 
 def _run_of(checkpoint: str) -> str:
-    return checkpoint.rstrip("/").rsplit("/", 1)[0]
+    return storage.parent(checkpoint)
 
 
 def complete_checkpoint(path: str) -> str:
@@ -311,10 +309,15 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
             resume_from = complete_checkpoint(pointer["path"])
             run_name = f"{trial_id}-from-{pointer['trial']}-{pointer['step']}"
         else:  # a retry (tune.max_failures) or --resume: the run that wrote the pointer, which may be an exploit's
-            run_name = _run_of(pointer["path"]).rsplit("/", 1)[-1]
+            run_name = storage.basename(_run_of(pointer["path"]))
     forward = _forward_to_tune()
     train_run = trainer(
-        cfg, run_name, experiment_root + "/runs", callbacks=[forward], resume_from=resume_from, cache_root=cache_root
+        cfg,
+        run_name,
+        storage.join(experiment_root, "runs"),
+        callbacks=[forward],
+        resume_from=resume_from,
+        cache_root=cache_root,
     )
     outcome: dict[str, Any] = {}
 
@@ -392,19 +395,6 @@ def trial_rows(result_grid, searched: list[str], steps: int, space: dict | None 
     return sorted(rows, key=lambda r: r["best_fid"] if r["best_fid"] is not None else math.inf)
 
 
-def format_table(rows: list[dict], searched: list[str]) -> str:
-    columns = ["trial", *searched, "best_fid", "best_step", "last_step", "trained_s", "stop_reason"]
-
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return "-" if value is None else str(value)
-
-    table = [columns] + [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in table)
-
-
 def fanova_importance(rows: list[dict], space: dict, seed: int) -> dict[str, float] | None:
     """optuna's fANOVA importance of each searched key for best FID (shares of the explained variance,
     summing to 1), fitted on the scored trials; None with fewer than 3 of them."""
@@ -428,8 +418,6 @@ def fanova_importance(rows: list[dict], space: dict, seed: int) -> dict[str, flo
 
 
 def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fanova: dict | None = None) -> None:
-    from raygan import storage
-
     storage.write_bytes(storage.join(experiment_uri, "summary.json"), json.dumps(rows, indent=2, default=str).encode())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["trial"])
@@ -449,8 +437,6 @@ def write_summary(experiment_uri: str, rows: list[dict], searched: list[str], fa
 
 def restore_args(experiment_uri: str) -> dict[str, Any]:
     """Tuner.restore / can_restore's path and filesystem for an experiment in a folder or object store."""
-    from raygan import storage
-
     if not storage.is_uri(experiment_uri):
         return {"path": experiment_uri}
     fs, path = storage.filesystem(experiment_uri, patient=True)
@@ -461,16 +447,15 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     """Run (or resume) the sweep; returns the contract's result object plus the rows."""
     from ray import tune
 
-    from raygan.train.ray_train import ensure_ray, ray_storage
+    from raygan.train.ray_train import ray_connection, ray_storage
 
     searched = list(cfg.tune.search_space)
-    experiment_uri = f"{storage_root.rstrip('/')}/{experiment}"
+    experiment_uri = storage.join(storage_root, experiment)
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root),
         TRIAL_RESOURCES,
     )
-    connected = ensure_ray()
-    try:
+    with ray_connection():
         if resume:
             tuner = tune.Tuner.restore(trainable=trainable, resume_errored=True, **restore_args(experiment_uri))
         else:
@@ -496,11 +481,6 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                 ),
             )
         grid = tuner.fit()
-    finally:
-        if connected:
-            import ray
-
-            ray.shutdown()
     rows = trial_rows(grid, searched, cfg.train.steps, cfg.tune.search_space)
     fanova = (
         fanova_importance(rows, cfg.tune.search_space, cfg.seed) if cfg.tune.search_alg["name"] == "optuna" else None
@@ -519,13 +499,3 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
         "rows": rows,
         "searched": searched,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    from raygan.cli import main as cli_main
-
-    return cli_main(["tune", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

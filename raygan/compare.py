@@ -33,7 +33,8 @@ DEFAULT_SIZE = 32
 
 def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[torch.Tensor, str]:
     """(images in [-1, 1], a description) for SPEC; UserError naming SPEC when it cannot be read."""
-    from raygan.data import dataset_from_spec, image_folder, npz_images
+    from raygan.config import DataConfig
+    from raygan.data import dataset_from_spec, npz_images, read_folder
 
     name = spec.partition(":")[0]
     size = image_size or DEFAULT_SIZE
@@ -51,7 +52,7 @@ def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[tor
     elif is_checkpoint_or_run(spec):
         return sample_checkpoint(spec, num or DEFAULT_FAKE_SAMPLES)
     elif path.is_dir():
-        images = image_folder(spec, size, channels=3).images
+        images = read_folder(DataConfig(name="folder", path=spec, image_size=size, channels=3)).images
     else:
         raise UserError(f"{spec}: not a built-in dataset ({', '.join(BUILTIN)}), folder, .npz or checkpoint")
     images = images[: num or len(images)]
@@ -60,7 +61,7 @@ def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[tor
 
 def sample_checkpoint(spec: str, num: int) -> tuple[torch.Tensor, str]:
     from raygan.checkpoint import load_generator
-    from raygan.train.step import generate
+    from raygan.images import generate
 
     G, cfg, meta = load_generator(spec)
     z, labels = fixed_latents(cfg, meta["num_classes"], num)
