@@ -54,7 +54,7 @@ def train_digits(device: str, overrides: list[str], steps: int) -> dict:
     for _ in range(steps):
         engine.train_step([batches(engine.step)])
         metrics = engine.pop_metrics()
-        losses.append((metrics["D_loss"], metrics["g_loss"]))
+        losses.append((metrics["d_loss"], metrics["g_loss"]))
     seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as cache:
         scores = Evaluator(cfg, dataset.channels, dataset.num_classes, 0, 1, cache, device)(engine)

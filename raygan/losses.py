@@ -113,6 +113,11 @@ class AdversarySpec(NamedTuple):
     r1_gamma: float = 0.0  # R1 penalty on real images, weight gamma / 2
     r2_gamma: float = 0.0  # R2 penalty on generated images, weight gamma / 2
 
+    @property
+    def metric(self) -> str:
+        """Its metrics' prefix: every metric name is lower case (d_loss, critic_loss, g_loss, lr_d)."""
+        return self.name.lower()
+
 
 def adversaries(cfg: LossConfig) -> list[AdversarySpec]:
     """What `loss.name` trains G against; `combined` is a discriminator plus a clipped critic."""

@@ -45,7 +45,7 @@ SUMMARY_COLUMNS = (
     "stop_reason",
     "best_checkpoint",
 )
-LOSS_LABELS = {"g_loss": "G loss", "D_loss": "D loss", "critic_loss": "critic loss"}
+LOSS_LABELS = {"g_loss": "G loss", "d_loss": "D loss", "critic_loss": "critic loss"}
 FIGURE_SIZE = (8, 4.5)  # inches, at 100 dpi: 800 x 450 pixels
 GIF_MIN_WIDTH = 320  # small grids are scaled up (whole pixels) so that the caption stays readable
 GIF_FRAME_MS, GIF_LAST_FRAME_MS = 600, 2000

@@ -47,7 +47,7 @@ def test_cuda_fp32_follows_the_cpu():
     run_steps(cpu, dataset, cfg_cpu, 5)
     run_steps(gpu, dataset, cfg_gpu, 5)
     a, b = cpu.pop_metrics(), gpu.pop_metrics()
-    for key in ("D_loss", "g_loss"):
+    for key in ("d_loss", "g_loss"):
         assert a[key] == pytest.approx(b[key], rel=0.02), key
 
 

@@ -13,7 +13,7 @@ from raygan.metrics.health import HealthMonitor
 from raygan.train.loop import train_loop
 from raygan.train.step import GANEngine
 
-HEALTHY_LOSSES = {"D_loss": 1.1, "D_accuracy": 0.7, "g_loss": 1.5}
+HEALTHY_LOSSES = {"d_loss": 1.1, "d_accuracy": 0.7, "g_loss": 1.5}
 
 
 class FakeEngine:
@@ -75,13 +75,13 @@ def test_collapse_is_judged_against_a_real_sample_of_the_same_size():
 
 def test_a_winning_discriminator_is_diminished_gradient():
     monitor = HealthMonitor(HealthConfig(window=3), stop_on=("diminished_gradient",))
-    winning = {"D_loss": 0.01, "D_accuracy": 1.0, "g_loss": 7.0, "fid": 50.0}
+    winning = {"d_loss": 0.01, "d_accuracy": 1.0, "g_loss": 7.0, "fid": 50.0}
     assert monitor.observe(100, winning)["health_diminished_gradient"] == 0  # one evaluation is not a trend
     assert monitor.observe(200, winning)["health_diminished_gradient"] == 0
     assert monitor.observe(300, winning)["health_diminished_gradient"] == 1
     assert monitor.stop_reason.startswith("diminished_gradient")
     wgan = HealthMonitor(HealthConfig(window=1), d_loss_is_bounded=False)
-    assert wgan.observe(100, {"D_loss": -3.0, "D_accuracy": 1.0})["health_diminished_gradient"] == 0
+    assert wgan.observe(100, {"d_loss": -3.0, "d_accuracy": 1.0})["health_diminished_gradient"] == 0
 
 
 def test_the_monitor_flags_exactly_the_conditions_stop_on_accepts():
@@ -91,8 +91,8 @@ def test_the_monitor_flags_exactly_the_conditions_stop_on_accepts():
 
 def test_nan_losses():
     monitor = HealthMonitor(HealthConfig(), stop_on=("nan",))
-    assert monitor.observe(10, {"D_loss": math.nan, "g_loss": 1.0})["health_nan"] == 1
-    assert monitor.stop_reason == "nan: non-finite D_loss"
+    assert monitor.observe(10, {"d_loss": math.nan, "g_loss": 1.0})["health_nan"] == 1
+    assert monitor.stop_reason == "nan: non-finite d_loss"
 
 
 def test_fid_rising_past_its_best_is_non_convergence():

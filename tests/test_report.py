@@ -40,7 +40,7 @@ def write_run(
     run_uri,
     steps=range(25, 301, 25),
     eval_every=50,
-    losses=("g_loss", "D_loss"),
+    losses=("g_loss", "d_loss"),
     fid=u_shaped_fid,
     modes=True,
     events=(),
@@ -53,11 +53,11 @@ def write_run(
         metrics = {
             "step": step,
             "images_per_s": 1000.0 + step,
-            "D_accuracy": 0.7,
+            "d_accuracy": 0.7,
             "d_skipped": 0,
             "g_skipped": 0,
-            "lr_G": 2e-4,
-            "lr_D": 2e-4,
+            "lr_g": 2e-4,
+            "lr_d": 2e-4,
             **{key: 1.0 + step / 1000 for key in losses},
         }
         grid = None
@@ -258,10 +258,10 @@ def test_run_without_evaluations_yet(tmp_path):
 
 
 def test_loss_keys_cover_gan_wgan_and_combined():
-    assert loss_keys([{"step": 1, "g_loss": 1, "D_loss": 1}]) == ["g_loss", "D_loss"]
+    assert loss_keys([{"step": 1, "g_loss": 1, "d_loss": 1}]) == ["g_loss", "d_loss"]
     assert loss_keys([{"step": 1, "critic_loss": 1, "g_loss": 1}]) == ["g_loss", "critic_loss"]
-    combined = [{"step": 1, "g_loss": 1, "D_loss": 1, "critic_loss": 1}, {"step": 2, "gp_loss": 1}]
-    assert loss_keys(combined) == ["g_loss", "D_loss", "critic_loss", "gp_loss"]
+    combined = [{"step": 1, "g_loss": 1, "d_loss": 1, "critic_loss": 1}, {"step": 2, "gp_loss": 1}]
+    assert loss_keys(combined) == ["g_loss", "d_loss", "critic_loss", "gp_loss"]
 
 
 def test_wgan_run_report(tmp_path):
@@ -536,3 +536,10 @@ def test_report_on_a_real_smoke_sweep_in_s3(smoke_sweep, s3, tmp_path):
     if CHROMIUM:
         for page in [tmp_path / "out" / "index.html", *(tmp_path / "out" / "trials").glob("*/index.html")]:
             assert set(images_in_chromium(page, tmp_path / "profile").values()) == {"yes"}, page
+
+
+def test_runs_logged_with_the_old_upper_case_names_read_with_the_new_ones(tmp_path):
+    from raygan.train.runlog import METRICS, read_metrics
+
+    (tmp_path / METRICS).write_text(json.dumps({"step": 10, "D_loss": 1.2, "lr_G": 2e-4, "g_loss": 0.7}) + "\n")
+    assert read_metrics(str(tmp_path)) == [{"step": 10, "d_loss": 1.2, "lr_g": 2e-4, "g_loss": 0.7}]

@@ -65,7 +65,8 @@ def test_every_variant_trains_with_finite_losses(overrides):
     metrics = engine.pop_metrics()
     assert engine.step == 3
     losses = {k: v for k, v in metrics.items() if k.endswith("_loss")}
-    assert "g_loss" in losses and "D_loss" in losses
+    assert "g_loss" in losses and "d_loss" in losses
+    assert all(name == name.lower() for name in metrics), metrics  # one naming scheme: d_loss, lr_g, critic_loss
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values()), metrics
     assert not torch.equal(before, params(engine))
     z = torch.randn(5, cfg.model.latent_dim)
@@ -105,7 +106,7 @@ def test_thresholds_skip_when_and_only_when_the_loss_is_at_or_below():
     cfg = tiny()
     engine, dataset = make(cfg)
     run_steps(engine, dataset, cfg, 1)
-    first_d = engine.pop_metrics()["D_loss"]
+    first_d = engine.pop_metrics()["d_loss"]
     # threshold just above the first step's D loss: the first update is skipped
     cfg_skip = tiny(f"train.d_loss_threshold={first_d + 1e-4}")
     engine, dataset = make(cfg_skip)
@@ -153,7 +154,7 @@ def test_metrics_over_an_interval_are_means_over_the_updates_that_ran():
     _, per_step = run(report_every=1)
     assert engine.g_skipped == 2
     assert [("g_grad_norm" in r) for r in per_step] == [True, False, True, False]
-    for name in ("g_loss", "g_grad_norm", "D_loss", "D_gp", "D_accuracy"):
+    for name in ("g_loss", "g_grad_norm", "d_loss", "d_gp", "d_accuracy"):
         values = [r[name] for r in per_step if name in r]
         assert pooled[name] == pytest.approx(sum(values) / len(values), rel=1e-5), name
 
@@ -226,7 +227,7 @@ def test_lazy_regularisation_adds_the_penalty_on_its_steps_only():
     counts = []
     for _ in range(6):
         run_steps(engine, dataset, cfg, 1)
-        counts.append("D_r1" in engine.pop_metrics())
+        counts.append("d_r1" in engine.pop_metrics())
     assert counts == [True, False, False, True, False, False]
 
 

@@ -192,9 +192,9 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
             continue
         donor_run = run_holding(donor, step)
         assert records[0]["step"] == step + TINY["train"]["report_every"]  # picks up where the donor was
-        donor_lr = next(m["lr_G"] for m in read_metrics(str(donor_run)) if m["step"] == step)
+        donor_lr = next(m["lr_g"] for m in read_metrics(str(donor_run)) if m["step"] == step)
         own, donors = run_config(run), run_config(donor_run)
-        assert {m["lr_G"] for m in records} == {own["optim"]["g"]["lr"]} != {donor_lr}  # its own, mutated
+        assert {m["lr_g"] for m in records} == {own["optim"]["g"]["lr"]} != {donor_lr}  # its own, mutated
         assert own["train"]["g_loss_threshold"] == donors["train"]["g_loss_threshold"]  # the rest: the donor's
     final = {row["trial"]: row for row in result["rows"]}
     for run in exploits:  # sorted by step: each trial's latest run wins

@@ -99,9 +99,9 @@ class HealthMonitor:
     def observe(self, step: int, metrics: dict) -> dict[str, Any]:
         """Record one evaluation; returns flat health metrics (health_<condition>: 0/1, stop_reason)."""
         record = {"step": step}
-        for name, key in (("d_loss", "D_loss"), ("d_accuracy", "D_accuracy"), ("fid", "fid"), ("g_loss", "g_loss")):
+        for key in ("d_loss", "d_accuracy", "fid", "g_loss"):
             if metrics.get(key) is not None:
-                record[name] = metrics[key]
+                record[key] = metrics[key]
         self.history.append(record)
         fid = metrics.get("fid")
         new_best = fid is not None and math.isfinite(fid) and (self.best_fid is None or fid < self.best_fid)

@@ -27,7 +27,7 @@ def is_due(step: int, every: int, last: int) -> bool:
 
 def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
     losses = "  ".join(f"{name} {value:.3f}" for name, value in metrics.items() if name.endswith("_loss"))
-    fid = f"  fid {metrics['fid']:.2f}" if "kid" in metrics else ""  # fresh evaluations only
+    fid = f"  fid {metrics['fid']:.2f}" if metrics.get("evaluated") else ""
     eta = time.strftime("%H:%M:%S", time.gmtime(max(eta_s, 0)))
     return f"step {step}/{last}  {metrics['images_per_s']:.0f} img/s  {losses}{fid}  eta {eta}"
 
@@ -44,7 +44,7 @@ def train_loop(
     engine: GANEngine,  # built, restored from a checkpoint if resuming
     batches: Callable[[int], Batch],  # k -> this rank's part of global real batch k
     cfg: Config,
-    report: ReportFn,  # at report/eval/checkpoint steps, the metrics since the last call; "fid" only with an evaluation
+    report: ReportFn,  # at report/eval/checkpoint steps, the metrics since the last call; evaluated: scored now
     evaluate: Callable[[GANEngine], dict] | None = None,  # -> fid, kid, modes ...; all ranks call it
     monitor: HealthMonitor | None = None,  # judges each evaluation; may stop the run
     progress: Callable[[str], None] | None = None,  # rank 0's progress lines
@@ -92,7 +92,7 @@ def train_loop(
             engine.average_buffers()
             engine.recalibrate_sampler()
             spent["eval"] += time.perf_counter() - prepare_start  # the sampler is made ready for evaluation
-        metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed)
+        metrics.update(step=step, images_per_s=window_steps * t.batch_size * t.n_critic / elapsed, evaluated=evaluating)
         stopping = out_of_time
         if evaluating:
             eval_start = time.perf_counter()

@@ -117,7 +117,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     def report(metrics: dict, with_checkpoint: bool) -> None:
         grid = None
         if rank == 0:
-            if "kid" in metrics:  # an evaluation: the fixed-latent grid goes with it
+            if metrics["evaluated"]:  # the fixed-latent grid goes with each evaluation
                 grid = grid_array(engine.generate(grid_z, grid_labels), grid_columns)
             run_log.record(metrics, grid)
         if with_checkpoint and rank == 0:

@@ -42,9 +42,22 @@ def grid_latents(cfg: Config, num_classes: int) -> tuple[torch.Tensor, torch.Ten
     return z, labels, GRID_COLUMNS
 
 
+# runs written before every metric name was lower case read as new ones
+RENAMED = {
+    "D_loss": "d_loss",
+    "D_accuracy": "d_accuracy",
+    "D_gp": "d_gp",
+    "D_r1": "d_r1",
+    "D_r2": "d_r2",
+    "lr_G": "lr_g",
+    "lr_D": "lr_d",
+}
+
+
 def read_metrics(run_uri: str) -> list[dict]:
     data = storage.read_bytes(storage.join(run_uri, METRICS))
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()] if data else []
+    lines = data.decode().splitlines() if data else []
+    return [{RENAMED.get(k, k): v for k, v in json.loads(line).items()} for line in lines if line.strip()]
 
 
 def _scalars(metrics: dict) -> dict[str, float]:

@@ -248,14 +248,14 @@ class GANEngine:
                 if gamma:
                     penalty = losses.gradient_norm_penalty(net, images, labels)
                     total = total + (gamma / 2) * interval * penalty
-                    self._track(f"{spec.name}_{name}", penalty)
+                    self._track(f"{spec.metric}_{name}", penalty)
         if spec.gp_weight:
             alpha = torch.rand(cfg.train.batch_size, generator=self._generator(DRAW_PENALTY, purpose))[self.local]
             penalty = losses.gradient_penalty(net, real, fake, real_labels, alpha)
             total = loss + spec.gp_weight * penalty
-            self._track(f"{spec.name}_gp", penalty)
-        self._track(f"{spec.name}_loss", loss)
-        self._track(f"{spec.name}_accuracy", losses.d_accuracy(real_logits, fake_logits))
+            self._track(f"{spec.metric}_gp", penalty)
+        self._track(f"{spec.metric}_loss", loss)
+        self._track(f"{spec.metric}_accuracy", losses.d_accuracy(real_logits, fake_logits))
         threshold = cfg.train.d_loss_threshold
         if threshold is not None and all_reduce_mean(loss).item() <= threshold:
             self.d_skipped += 1
@@ -370,7 +370,9 @@ class GANEngine:
         out.update(d_skipped=self.d_skipped, g_skipped=self.g_skipped)
         if self.cfg.train.augment:
             out["augment_p"] = self.augment_p
-        out.update({f"lr_{name}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()})  # PBT may change them
+        out.update(
+            {f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()}
+        )  # PBT may change them
         self._sums, self._counts = {}, {}
         return out
 

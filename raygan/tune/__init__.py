@@ -243,7 +243,7 @@ def _forward_to_tune():
                 self.best_checkpoint = uri
             if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
                 self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
-            if "kid" not in result:  # Tune sees evaluations only: each carries the objective
+            if not result.get("evaluated"):  # Tune sees evaluations only: each carries the objective
                 return
             result["best_checkpoint"] = self.best_checkpoint
             self.queue.put((result, uri))
