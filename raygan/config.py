@@ -4,7 +4,8 @@
 
 Every key can be overridden with `--set dotted.key=value` (the value is parsed as YAML: numbers,
 booleans, null, lists) and searched by a sweep. Unknown keys, wrong types, out-of-range values and
-contradictions raise `ConfigError("<key>", "<what is wrong>")`.
+contradictions raise `ConfigError("<key>", "<what is wrong>")`. A field's allowed values sit beside it
+(`one_of`, `within`); `validate()` checks them all, then the rules that tie several keys together.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -21,61 +23,84 @@ import yaml
 
 from raygan.errors import ConfigError
 
+_FIRST: Any = object()  # one_of's default: the first choice
+
+
+def one_of(*choices: Any, default: Any = _FIRST, entry: str | None = None) -> Any:
+    """A field whose value must be one of `choices` (each item, for a tuple; `value[entry]`, for a mapping).
+
+    The default is the first choice unless given; with `entry`, the default is the mapping {entry: first choice}.
+    """
+    metadata = {"choices": choices, "entry": entry}
+    if entry is not None:
+        return field(default_factory=lambda: {entry: choices[0]}, metadata=metadata)
+    return field(default=choices[0] if default is _FIRST else default, metadata=metadata)
+
+
+def within(
+    lo: float | None = None, hi: float | None = None, *, default: Any, lo_open: bool = False, hi_open: bool = False
+) -> Any:
+    """A number (or each number of a tuple) in [lo, hi], an end left out when open or None; null passes."""
+    return field(default=default, metadata={"range": {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}})
+
+
+HEALTH_CONDITIONS = ("nan", "collapse", "diminished_gradient", "non_convergence")  # raygan.metrics.health's rules
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits | stacked-digits | emoji | random | folder | npz
+    name: str = one_of("digits", "stacked-digits", "emoji", "random", "folder", "npz")
     path: str | None = None  # folder of images or .npz file (local or s3://); folder/npz only
-    image_size: int = 32  # power of two, 8..256 (emoji: 16, 32 or 64); images are resized to it
-    channels: int = 3  # 1 | 3: random noise and folder images (converted to L or RGB)
-    background: str = "white"  # white | black | gray | #rrggbb: under transparent pixels (emoji, RGBA files)
-    xflip: bool = (
-        False  # mirror each real image with probability 1/2 (a dataset twice the size, as StyleGAN's --mirror)
-    )
-    cache: str = "auto"  # folder: memory (decoded once, exact resume) | stream (Ray Data) | auto (memory if it fits)
+    image_size: int = one_of(8, 16, 32, 64, 128, 256, default=32)  # images are resized to it (emoji: 16, 32 or 64)
+    channels: int = one_of(1, 3, default=3)  # random noise and folder images (converted to L or RGB)
+    background: str = "white"  # under transparent pixels (emoji, RGBA files): a name in BACKGROUNDS or #rrggbb
+    xflip: bool = False  # mirror each real image with probability 1/2 (twice the data, as StyleGAN's --mirror)
+    # folder data: memory decodes once (exact resume), stream reads through Ray Data, auto: memory if it fits
+    cache: str = one_of("auto", "memory", "stream")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "dcgan"  # dcgan | resnet (residual G and D); builders: raygan.models.ARCHS
-    latent_dim: int = 100  # size of z
+    arch: str = one_of("dcgan", "resnet")  # residual G and D; builders: raygan.models.ARCHS
+    latent_dim: int = within(1, default=100)  # size of z
     g_layers: int = 4  # G's stages: starts at image_size / 2**(g_layers-1) px, doubles g_layers-1 times
     d_layers: int = 4  # conv layers in D: halves d_layers-1 times, a last conv covers the rest
-    g_width: int = 64  # channels of G's last hidden layer; doubles towards the input
-    d_width: int = 64  # channels of D's first layer; doubles with depth
-    g_activation: str = "relu"  # relu | leaky_relu
-    d_activation: str = "leaky_relu"  # relu | leaky_relu
-    g_norm: str = "batch"  # batch | none
-    d_norm: str = "batch"  # batch | none | layer | spectral
-    d_dropout: float = 0.0  # dropout after each hidden D activation (MRI project: 0.25..0.45)
-    bn_momentum: float = 0.1  # PyTorch convention: Keras momentum 0.8 is 0.2 here
+    g_width: int = within(1, default=64)  # channels of G's last hidden layer; doubles towards the input
+    d_width: int = within(1, default=64)  # channels of D's first layer; doubles with depth
+    g_activation: str = one_of("relu", "leaky_relu")
+    d_activation: str = one_of("relu", "leaky_relu", default="leaky_relu")
+    g_norm: str = one_of("batch", "none")
+    d_norm: str = one_of("batch", "none", "layer", "spectral")
+    # dropout after each hidden D activation (MRI project: 0.25..0.45)
+    d_dropout: float = within(0, 1, hi_open=True, default=0.0)
+    bn_momentum: float = within(0, 1, default=0.1)  # PyTorch convention: Keras momentum 0.8 is 0.2 here
     conditional: bool = False  # CGAN: the label conditions G (embedding) and D (projection)
-    pack: int = 1  # PacGAN: D judges this many samples at once, stacked along channels (against mode collapse)
+    pack: int = within(1, default=1)  # PacGAN: D judges this many samples at once, stacked along channels
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "gan"  # gan | wgan | wgan-gp | hinge | rpgan (relativistic pairing, R3GAN) | combined
-    label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
-    label_smoothing_mode: str = "fixed"  # fixed | uniform (real targets drawn from U(1 - s, 1))
-    label_flip: float = 0.0  # fraction of D's real/fake targets swapped each step
-    gp_weight: float = 10.0  # wgan-gp gradient penalty weight
-    clip: float = 0.01  # wgan / combined critic weight clipping
-    combined_weight: float = 0.5  # combined: the critic's share of G's loss
-    r1_gamma: float = 0.0  # R1: (gamma / 2) E||grad D(real)||^2 in D's loss (0: off); R3GAN uses one gamma for both
-    r2_gamma: float = 0.0  # R2: the same on G's samples
-    reg_interval: int = 1  # lazy regularisation: R1/R2 every this many steps, scaled by it (StyleGAN2: 16)
+    name: str = one_of("gan", "wgan", "wgan-gp", "hinge", "rpgan", "combined")  # rpgan: R3GAN's relativistic pairing
+    label_smoothing: float = within(0, 0.5, hi_open=True, default=0.0)  # one-sided: real target is 1 - label_smoothing
+    label_smoothing_mode: str = one_of("fixed", "uniform")  # uniform: real targets drawn from U(1 - s, 1)
+    label_flip: float = within(0, 0.5, hi_open=True, default=0.0)  # fraction of D's real/fake targets swapped each step
+    gp_weight: float = within(0, default=10.0)  # wgan-gp gradient penalty weight
+    clip: float = within(0, lo_open=True, default=0.01)  # wgan / combined critic weight clipping
+    combined_weight: float = within(0, 1, default=0.5)  # combined: the critic's share of G's loss
+    r1_gamma: float = within(0, default=0.0)  # R1: (gamma / 2) E||grad D(real)||^2 in D's loss (0: off)
+    r2_gamma: float = within(0, default=0.0)  # R2: the same on G's samples (R3GAN uses one gamma for both)
+    reg_interval: int = within(1, default=1)  # lazy regularisation: R1/R2 every this many steps, scaled by it
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"  # adam | sgd | rmsprop
-    lr: float = 2.0e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # adam
-    momentum: float = 0.0  # sgd, rmsprop
+    name: str = one_of("adam", "sgd", "rmsprop")
+    lr: float = within(0, lo_open=True, default=2.0e-4)
+    betas: tuple[float, float] = within(0, 1, hi_open=True, default=(0.5, 0.999))  # adam
+    momentum: float = within(0, 1, hi_open=True, default=0.0)  # sgd, rmsprop
     nesterov: bool = False  # sgd only (needs momentum > 0)
-    alpha: float = 0.99  # rmsprop smoothing
-    weight_decay: float = 0.0
+    alpha: float = within(0, 1, hi_open=True, default=0.99)  # rmsprop smoothing
+    weight_decay: float = within(0, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -87,30 +112,29 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 64  # global, split evenly over scaling.num_workers
-    steps: int = 2000  # generator updates
-    n_critic: int = 1  # D (critic) updates per G update, each on a fresh real batch
+    batch_size: int = within(1, default=64)  # global, split evenly over scaling.num_workers
+    steps: int = within(1, default=2000)  # generator updates
+    n_critic: int = within(1, default=1)  # D (critic) updates per G update, each on a fresh real batch
     d_loss_threshold: float | None = None  # D updated only while its batch loss is above this
     g_loss_threshold: float | None = None  # G updated only while its batch loss is above this
-    ema: float = 0.0  # decay of an exponential moving average of G (0: off); ramps up from 0.1 over the first steps
-    eval_every: int = 250  # steps between evaluations
-    checkpoint_every: int = 250  # steps between checkpoints (rank 0 writes)
-    keep_checkpoints: int = 3  # checkpoints kept in storage (the latest always)
-    report_every: int = 50  # steps between metric reports (Ray's report blocks ~2 s)
-    patience: int | None = None  # stop after this many evaluations without a new best FID
-    stop_on: tuple[str, ...] = ()  # stop the run on: nan | collapse | diminished_gradient | non_convergence
-    augment: tuple[str, ...] = ()  # DiffAugment of all D's inputs, real and fake: translation | cutout | color
-    augment_p: float = 1.0  # probability each augment transform applies to an image (with ada_target: where p starts)
-    ada_target: float | None = (
-        None  # adapt augment_p so E[sign D(real)] stays at this (StyleGAN2-ADA: 0.6); null: fixed
-    )
-    ada_interval: int = 4  # steps between adjustments of p
-    ada_kimg: float = 100.0  # thousands of images for p to go from 0 to 1 at the fastest (StyleGAN2-ADA: 500)
-    max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
-    time_budget_s: float | None = (
-        None  # stop after this many seconds of training, evaluated and checkpointed; null: no limit
-    )
-    amp: str | None = None  # bf16 | fp16 on CUDA; null: full precision
+    ema: float = within(0, 1, hi_open=True, default=0.0)  # decay of an EMA of G (0: off); ramps up from 0.1 at first
+    eval_every: int = within(1, default=250)  # steps between evaluations
+    checkpoint_every: int = within(1, default=250)  # steps between checkpoints (rank 0 writes)
+    keep_checkpoints: int = within(1, default=3)  # checkpoints kept in storage (the latest always)
+    report_every: int = within(1, default=50)  # steps between metric reports (Ray's report blocks ~2 s)
+    patience: int | None = within(1, default=None)  # stop after this many evaluations without a new best FID
+    stop_on: tuple[str, ...] = one_of(*HEALTH_CONDITIONS, default=())  # health conditions that stop the run
+    augment: tuple[str, ...] = one_of("translation", "cutout", "color", default=())  # DiffAugment of D's inputs
+    augment_p: float = within(0, 1, default=1.0)  # chance each transform applies to an image (ada: where p starts)
+    # adapt augment_p so E[sign D(real)] stays at this (StyleGAN2-ADA: 0.6); null: fixed
+    ada_target: float | None = within(0, 1, lo_open=True, hi_open=True, default=None)
+    ada_interval: int = within(1, default=4)  # steps between adjustments of p
+    # thousands of images for p to go from 0 to 1 at the fastest (StyleGAN2-ADA: 500)
+    ada_kimg: float = within(0, lo_open=True, default=100.0)
+    max_failures: int = within(-1, default=0)  # worker failures survived by restarting from the last checkpoint
+    # stop after this many seconds of training, evaluated and checkpointed; null: no limit
+    time_budget_s: float | None = within(0, lo_open=True, default=None)
+    amp: str | None = one_of(None, "bf16", "fp16")  # half precision on CUDA; null: full precision
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
     compile: bool = False  # torch.compile G and D (pays on long GPU runs; the first steps compile)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
@@ -119,7 +143,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     features: str = "digits"  # digits | emoji | inception | path to a TorchScript feature module
-    num_samples: int = 2000  # generated images per evaluation, from fixed latents
+    num_samples: int = within(2, default=2000)  # generated images per evaluation, from fixed latents
     inception_weights: str | None = None  # local InceptionV3 FID weights for offline clusters
 
 
@@ -128,24 +152,23 @@ class HealthConfig:
     """Rules of the GAN health monitor, checked at every evaluation (see raygan/metrics/health.py)."""
 
     # mode collapse: samples cover under this fraction of the classes that as many real draws cover ...
-    collapse_coverage: float = 0.8
-    collapse_kl: float = 0.5  # ... or sit this much further (KL, nats) from the real class mix than real draws ...
-    collapse_diversity: float = 0.5  # ... or feature diversity is under this fraction of the real data's
-    d_win_loss: float = 0.05  # diminished gradient: D's loss under this ...
-    d_win_accuracy: float = 0.99  # ... and its accuracy over this ...
-    window: int = 3  # ... for this many evaluations in a row; also the non-convergence window
-    fid_rise: float = 1.5  # non-convergence: FID this many times its best, `window` evaluations after it ...
-    oscillation: float = (
-        0.5  # ... or G's loss varies this much (std / mean) over `window` evaluations without a new best
-    )
+    collapse_coverage: float = within(0, 1, default=0.8)
+    # ... or sit this much further (KL, nats) from the real class mix than real draws ...
+    collapse_kl: float = within(0, default=0.5)
+    collapse_diversity: float = within(0, default=0.5)  # ... or feature diversity is under this fraction of the real's
+    d_win_loss: float = within(0, default=0.05)  # diminished gradient: D's loss under this ...
+    d_win_accuracy: float = within(0, 1, default=0.99)  # ... and its accuracy over this ...
+    window: int = within(1, default=3)  # ... for this many evaluations in a row; also the non-convergence window
+    fid_rise: float = within(1, default=1.5)  # non-convergence: FID this many times its best, `window` evaluations on
+    oscillation: float = within(0, default=0.5)  # ... or G's loss std / mean over `window` evaluations without a best
 
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    num_workers: int = 1  # Ray Train workers, one DDP rank each
+    num_workers: int = within(1, default=1)  # Ray Train workers, one DDP rank each
     use_gpu: bool = False
-    cpus_per_worker: float = 1  # also the torch threads per worker
-    gpus_per_worker: float = 1  # fractional GPUs let trials share a device
+    cpus_per_worker: float = within(0, lo_open=True, default=1)  # also the torch threads per worker
+    gpus_per_worker: float = within(0, lo_open=True, default=1)  # fractional GPUs let trials share a device
     sync_batchnorm: bool = False  # GPU only: batch statistics over the global batch
     resources_per_worker: dict = field(default_factory=dict)  # extra Ray resources per worker, e.g. {trainer: 1}
 
@@ -157,18 +180,18 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class TuneConfig:
-    num_samples: int = 8  # trials drawn from search_space (per grid point)
-    max_concurrent: int = 2  # trials running at once
-    scheduler: dict = field(default_factory=lambda: {"name": "asha"})  # asha | pbt | fifo
-    search_alg: dict = field(default_factory=lambda: {"name": "random"})  # random | optuna (TPE) | bohb
+    num_samples: int = within(1, default=8)  # trials drawn from search_space (per grid point)
+    max_concurrent: int = within(1, default=2)  # trials running at once
+    scheduler: dict = one_of("asha", "pbt", "fifo", entry="name")  # {name: ..., scheduler options}
+    search_alg: dict = one_of("random", "optuna", "bohb", entry="name")  # optuna: TPE
     search_space: dict = field(default_factory=dict)  # "dotted.key": {choice: [...]} ...
-    time_budget_s: float | None = None  # the whole sweep: no new trials and running ones stopped after this
-    max_failures: int = 0  # retries of a failed trial, each from its last checkpoint (-1: without end)
+    time_budget_s: float | None = within(0, lo_open=True, default=None)  # the whole sweep: stop after this
+    max_failures: int = within(-1, default=0)  # retries of a failed trial, each from its last checkpoint (-1: no end)
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 0
+    seed: int = within(0, default=0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -184,24 +207,32 @@ class Config:
         return to_dict(self)
 
 
-HEALTH_CONDITIONS = ("nan", "collapse", "diminished_gradient", "non_convergence")  # raygan.metrics.health's rules
-CHOICES = {
-    "data.name": ("digits", "stacked-digits", "emoji", "random", "folder", "npz"),
-    "model.arch": ("dcgan", "resnet"),  # raygan.models.ARCHS has a builder for each
-    "model.g_activation": ("relu", "leaky_relu"),
-    "model.d_activation": ("relu", "leaky_relu"),
-    "model.g_norm": ("batch", "none"),
-    "model.d_norm": ("batch", "none", "layer", "spectral"),
-    "loss.name": ("gan", "wgan", "wgan-gp", "hinge", "rpgan", "combined"),
-    "loss.label_smoothing_mode": ("fixed", "uniform"),
-    "data.cache": ("auto", "memory", "stream"),
-    "train.amp": (None, "bf16", "fp16"),
-    "train.stop_on": HEALTH_CONDITIONS,
-    "train.augment": ("translation", "cutout", "color"),
-    "tune.scheduler.name": ("asha", "pbt", "fifo"),
-    "tune.search_alg.name": ("random", "optuna", "bohb"),
-}
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+def _section_type(tp: Any) -> type | None:
+    """The dataclass behind an annotation (`OptimizerConfig | None` included), or None for a plain value."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return next((t for t in typing.get_args(tp) if dataclasses.is_dataclass(t)), None)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
+    """(dotted key, field) for every value field of the config class `cls`, sections walked recursively."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        section = _section_type(hints[f.name])
+        if section is not None:
+            yield from _leaf_fields(section, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
+
+
+# dotted key -> allowed values, read off the fields' one_of (a mapping's entry gets its own key: tune.scheduler.name)
+CHOICES: Mapping[str, tuple] = types.MappingProxyType(
+    {
+        key + (f".{f.metadata['entry']}" if f.metadata["entry"] else ""): f.metadata["choices"]
+        for key, f in _leaf_fields(Config)
+        if "choices" in f.metadata
+    }
+)
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}  # or "#rrggbb"
 
 
@@ -391,8 +422,7 @@ def get_dotted(cfg: Any, key: str) -> Any:
 # validation
 
 
-def _check_choice(key: str, value: Any) -> None:
-    allowed = CHOICES[key]
+def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         shown = ", ".join("null" if a is None else str(a) for a in allowed)
         raise ConfigError(key, f"{value!r} is not one of: {shown}")
@@ -413,25 +443,42 @@ def _check_range(key: str, value: float | None, lo=None, hi=None, lo_open=False,
         raise ConfigError(key, f"{value} is outside {left}{lo_s}, {hi_s}{right}")
 
 
+def _check_fields(node: Any, prefix: str = "") -> None:
+    """Every field's own constraint (one_of, within), section by section in declaration order."""
+    for f in dataclasses.fields(node):
+        key, value = prefix + f.name, getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key + ".")
+        elif "choices" in f.metadata:
+            entry = f.metadata["entry"]
+            if entry is not None:
+                if entry not in value:
+                    raise ConfigError(f"{key}.{entry}", "missing")
+                _check_choice(f"{key}.{entry}", value[entry], f.metadata["choices"])
+            else:
+                for item in value if isinstance(value, tuple) else (value,):
+                    _check_choice(key, item, f.metadata["choices"])
+        elif "range" in f.metadata:
+            if isinstance(value, tuple):
+                for i, item in enumerate(value):
+                    _check_range(f"{key}[{i}]", item, **f.metadata["range"])
+            else:
+                _check_range(key, value, **f.metadata["range"])
+
+
 def max_layers(image_size: int) -> int:
     """Most conv layers G or D can have at `image_size`: the first/last layer works on 2x2 or more."""
     return int(math.log2(image_size))
 
 
 def validate(cfg: Config) -> None:
-    """Raise ConfigError naming the first bad key; contradictions between keys included."""
+    """Raise ConfigError naming the first bad key: each field's own constraint, then the rules between keys."""
+    _check_fields(cfg)
     d, m, loss, t, s = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.scaling
-    _check_range("seed", cfg.seed, 0)
 
-    _check_choice("data.name", d.name)
     size = d.image_size
-    if size < 8 or size > 256 or size & (size - 1):
-        raise ConfigError("data.image_size", f"must be a power of two from 8 to 256, got {size}")
-    _check_choice("data.cache", d.cache)
     if d.name == "emoji" and size not in (16, 32, 64):
         raise ConfigError("data.image_size", f"emoji images are 64x64: use 16, 32 or 64, not {size}")
-    if d.channels not in (1, 3):
-        raise ConfigError("data.channels", f"must be 1 or 3, got {d.channels}")
     try:
         background_rgb(d.background)
     except ValueError as e:
@@ -441,37 +488,18 @@ def validate(cfg: Config) -> None:
     if d.name not in ("folder", "npz") and d.path:
         raise ConfigError("data.path", f"only used with data.name folder or npz, not {d.name}")
 
-    _check_choice("model.arch", m.arch)
-    _check_range("model.latent_dim", m.latent_dim, 1)
     top = max_layers(size)
     for key, layers in (("model.g_layers", m.g_layers), ("model.d_layers", m.d_layers)):
         if not 2 <= layers <= top:
             raise ConfigError(key, f"{layers} layers cannot make {size}x{size} images (2..{top} layers fit this size)")
-    _check_range("model.g_width", m.g_width, 1)
-    _check_range("model.d_width", m.d_width, 1)
-    for key in ("model.g_activation", "model.d_activation", "model.g_norm", "model.d_norm"):
-        _check_choice(key, get_dotted(cfg, key))
-    _check_range("model.d_dropout", m.d_dropout, 0, 1, hi_open=True)
-    _check_range("model.bn_momentum", m.bn_momentum, 0, 1)
-    _check_range("model.pack", m.pack, 1)
     if m.pack > 1 and m.conditional:
         raise ConfigError("model.pack", "packing mixes the labels of a pack; use it with conditional: false")
     if m.pack > 1 and loss.name == "wgan-gp":
         raise ConfigError("model.pack", "wgan-gp's gradient penalty is per sample; packing needs another loss")
 
-    _check_choice("loss.name", loss.name)
-    _check_choice("loss.label_smoothing_mode", loss.label_smoothing_mode)
-    _check_range("loss.label_smoothing", loss.label_smoothing, 0, 0.5, hi_open=True)
-    _check_range("loss.label_flip", loss.label_flip, 0, 0.5, hi_open=True)
-    _check_range("loss.gp_weight", loss.gp_weight, 0)
-    _check_range("loss.clip", loss.clip, 0, lo_open=True)
-    _check_range("loss.combined_weight", loss.combined_weight, 0, 1)
     if loss.name in ("wgan", "wgan-gp", "hinge") and (loss.label_smoothing or loss.label_flip):
         key = "loss.label_smoothing" if loss.label_smoothing else "loss.label_flip"
         raise ConfigError(key, f"needs a loss with real/fake targets (gan or combined), not {loss.name}")
-    _check_range("loss.r1_gamma", loss.r1_gamma, 0)
-    _check_range("loss.r2_gamma", loss.r2_gamma, 0)
-    _check_range("loss.reg_interval", loss.reg_interval, 1)
     penalties = [
         name for name, on in (("wgan-gp", loss.name == "wgan-gp"), ("R1", loss.r1_gamma), ("R2", loss.r2_gamma)) if on
     ]
@@ -483,56 +511,16 @@ def validate(cfg: Config) -> None:
         )
 
     for key, opt in (("optim.g", cfg.optim.g), ("optim.d", cfg.optim.d), ("optim.critic", cfg.optim.critic)):
-        if opt is None:
-            continue
-        if opt.name not in OPTIMIZERS:
-            raise ConfigError(f"{key}.name", f"{opt.name!r} is not one of: {', '.join(OPTIMIZERS)}")
-        _check_range(f"{key}.lr", opt.lr, 0, lo_open=True)
-        for i, beta in enumerate(opt.betas):
-            _check_range(f"{key}.betas[{i}]", beta, 0, 1, hi_open=True)
-        _check_range(f"{key}.momentum", opt.momentum, 0, 1, hi_open=True)
-        _check_range(f"{key}.alpha", opt.alpha, 0, 1, hi_open=True)
-        _check_range(f"{key}.weight_decay", opt.weight_decay, 0)
-        if opt.name == "sgd" and opt.nesterov and opt.momentum <= 0:  # ignored by adam / rmsprop, so sweeps can mix
+        if opt is not None and opt.name == "sgd" and opt.nesterov and opt.momentum <= 0:  # adam / rmsprop ignore it
             raise ConfigError(f"{key}.nesterov", "needs momentum > 0")
     if cfg.optim.critic is not None and loss.name != "combined":
         raise ConfigError("optim.critic", f"only used with loss.name combined, not {loss.name}")
 
-    _check_range("train.batch_size", t.batch_size, 1)
-    _check_range("train.steps", t.steps, 1)
-    _check_range("train.n_critic", t.n_critic, 1)
-    _check_range("train.ema", t.ema, 0, 1, hi_open=True)
-    for key in ("train.eval_every", "train.checkpoint_every", "train.keep_checkpoints", "train.report_every"):
-        _check_range(key, get_dotted(cfg, key), 1)
-    _check_range("train.patience", t.patience, 1)
-    _check_range("train.max_failures", t.max_failures, -1)
-    _check_range("train.time_budget_s", t.time_budget_s, 0, lo_open=True)
-    _check_choice("train.amp", t.amp)
-    for key in ("train.stop_on", "train.augment"):
-        for name in get_dotted(cfg, key):
-            if name not in CHOICES[key]:
-                raise ConfigError(key, f"{name!r} is not one of: {', '.join(CHOICES[key])}")
-    _check_range("train.augment_p", t.augment_p, 0, 1)
-    _check_range("train.ada_target", t.ada_target, 0, 1, lo_open=True, hi_open=True)
-    _check_range("train.ada_interval", t.ada_interval, 1)
-    _check_range("train.ada_kimg", t.ada_kimg, 0, lo_open=True)
     if t.ada_target is not None and not t.augment:
         raise ConfigError("train.ada_target", "adapts the probability of train.augment's transforms; list some there")
     if t.amp and not s.use_gpu:
         raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
 
-    _check_range("eval.num_samples", cfg.eval.num_samples, 2)
-    h = cfg.health
-    for key in ("collapse_coverage", "d_win_accuracy"):
-        _check_range(f"health.{key}", getattr(h, key), 0, 1)
-    for key in ("collapse_kl", "collapse_diversity", "d_win_loss", "oscillation"):
-        _check_range(f"health.{key}", getattr(h, key), 0)
-    _check_range("health.window", h.window, 1)
-    _check_range("health.fid_rise", h.fid_rise, 1)
-
-    _check_range("scaling.num_workers", s.num_workers, 1)
-    _check_range("scaling.cpus_per_worker", s.cpus_per_worker, 0, lo_open=True)
-    _check_range("scaling.gpus_per_worker", s.gpus_per_worker, 0, lo_open=True)
     if t.batch_size % s.num_workers:  # first: a worker's batch is only defined once the split is even
         raise ConfigError("train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers")
     if (t.batch_size // s.num_workers) % m.pack:
@@ -552,22 +540,12 @@ def validate(cfg: Config) -> None:
     if not cfg.storage.path:
         raise ConfigError("storage.path", "must not be empty")
 
-    _check_range("tune.num_samples", cfg.tune.num_samples, 1)
-    _check_range("tune.max_concurrent", cfg.tune.max_concurrent, 1)
-    if "name" not in cfg.tune.scheduler:
-        raise ConfigError("tune.scheduler.name", "missing")
-    _check_choice("tune.scheduler.name", cfg.tune.scheduler["name"])
-    _check_range("tune.time_budget_s", cfg.tune.time_budget_s, 0, lo_open=True)
-    _check_range("tune.max_failures", cfg.tune.max_failures, -1)
     _validate_search_alg(cfg.tune)
 
 
 def _validate_search_alg(tune: TuneConfig) -> None:
-    """The searcher's name, and what it cannot work with: grid values (random only) and PBT."""
-    if "name" not in tune.search_alg:
-        raise ConfigError("tune.search_alg.name", "missing")
+    """What the searcher takes and cannot work with: options, grid values (random only) and PBT."""
     name = tune.search_alg["name"]
-    _check_choice("tune.search_alg.name", name)
     for option in tune.search_alg:
         if option != "name":
             raise ConfigError(f"tune.search_alg.{option}", "unknown option (search_alg takes only a name)")

@@ -1,10 +1,12 @@
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from raygan.config import Config, build_config, load_config, parse_override
+from raygan import config
+from raygan.config import CHOICES, Config, build_config, load_config, parse_override
 from raygan.errors import ConfigError
 
 
@@ -193,3 +195,49 @@ def test_cli_missing_data_exits_2_before_ray(tmp_path):
 def test_modern_recipe_keys_are_checked(overrides, key):
     with pytest.raises(ConfigError, match=f"^{key}:"):
         build_config({}, overrides)
+
+
+def _outside(f: dataclasses.Field):
+    """A YAML value just outside the constraint a field carries (one_of / within), or None if it has none."""
+    if "choices" in f.metadata:
+        choices, entry = f.metadata["choices"], f.metadata["entry"]
+        bad = max(choices) + 1 if all(isinstance(c, int) for c in choices) else "nope"
+        return {entry: bad} if entry else [bad] if f.type.startswith("tuple") else bad
+    if "range" in f.metadata:
+        lo, hi = f.metadata["range"]["lo"], f.metadata["range"]["hi"]
+        bad = lo - 1 if lo is not None else hi + 1
+        return [bad, bad] if f.type.startswith("tuple") else bad
+    return None
+
+
+def test_every_field_constraint_is_checked_naming_its_key():
+    checked = 0
+    for key, f in config._leaf_fields(Config):
+        bad = _outside(f)
+        if bad is None:
+            continue
+        with pytest.raises(ConfigError, match=r"(is not one of|is outside)") as info:
+            build_config({}, {key: bad})
+        assert info.value.key.startswith(key), str(info.value)
+        checked += 1
+    assert checked > 50
+
+
+def test_choices_come_from_the_fields():
+    assert CHOICES["tune.search_alg.name"] == ("random", "optuna", "bohb")
+    assert CHOICES["optim.critic.name"] == CHOICES["optim.g.name"] == ("adam", "sgd", "rmsprop")
+    assert Config().tune.scheduler == {"name": "asha"} and Config().model.d_activation == "leaky_relu"
+    with pytest.raises(ConfigError, match=r"^tune.scheduler.name: missing"):
+        build_config({}, {"tune.scheduler": {"grace_period": 2}})
+    with pytest.raises(ConfigError, match=r"^loss.label_smoothing: 0.5 is outside \[0, 0.5\)$"):
+        build_config({}, ["loss.label_smoothing=0.5"])
+    with pytest.raises(ConfigError, match=r"^train.amp: 'fp8' is not one of: null, bf16, fp16$"):
+        build_config({}, ["train.amp=fp8"])
+
+
+def test_readme_tour_lists_the_allowed_values():
+    rows = [line for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines() if line[:3] == "| `"]
+    for key, choices in CHOICES.items():
+        row = next(line for line in rows if line.startswith(f"| `{key.split('.')[0]}` |"))
+        missing = [c for c in choices if isinstance(c, str) and c not in row]
+        assert not missing, f"README's config tour does not list {key}'s {missing}"
