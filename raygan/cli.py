@@ -25,6 +25,7 @@ import yaml
 
 from raygan.config import Config, load_config
 from raygan.errors import UserError
+from raygan.tracking import check_packages
 
 STARTED_AT = time.time()  # "launch to first training step" is measured from here
 
@@ -195,6 +196,7 @@ def _print_resolved(cfg: Config) -> int:
 
 def cmd_train(args) -> int:
     cfg = _load(args)
+    check_packages(cfg.logging)
     name = _run_name(args)
     if args.dry_run:
         return _print_resolved(cfg)
@@ -202,7 +204,7 @@ def cmd_train(args) -> int:
 
     from raygan import storage
     from raygan.train.loop import format_timing
-    from raygan.train.ray_train import fit
+    from raygan.train.ray_train import best_checkpoint, checkpoint_uri, fit
 
     _preflight(cfg)
     root = storage_root(cfg)
@@ -213,8 +215,8 @@ def cmd_train(args) -> int:
         return 1
     metrics = result.metrics or {}
     run = storage.join(root, name)
-    latest = _uri(result.checkpoint) if result.checkpoint else None
-    best = _best_checkpoint(result)
+    latest = checkpoint_uri(result.checkpoint) if result.checkpoint else None
+    best = best_checkpoint(result)
     health = metrics.get("health") or {}
     print(f"run: {run}")
     print(f"checkpoints: {latest}" + ("" if best == latest else f" (best: {best})"))
@@ -243,6 +245,7 @@ def cmd_tune(args) -> int:
     from raygan.tune import run_sweep, validate_sweep
 
     cfg = _load(args)
+    check_packages(cfg.logging)
     validate_sweep(cfg)
     if args.resume and not args.name:
         raise UserError("--resume: needs --name of the experiment to continue")
@@ -276,30 +279,14 @@ def cmd_tune(args) -> int:
 
 def _preflight(cfg: Config) -> None:
     """Bad input that only shows on opening a file or a bucket, caught before Ray starts."""
-    from raygan import storage
+    from raygan import storage, tracking
     from raygan.data import check_source
     from raygan.metrics.features import load_extractor
 
     storage.check_writable(storage_root(cfg))
+    tracking.preflight(cfg.logging)
     channels = check_source(cfg.data)
     load_extractor(cfg.eval.features, channels, cfg.eval.inception_weights)  # a TorchScript file is run once
-
-
-def _uri(checkpoint) -> str:
-    from raygan.storage import uri_of
-
-    return uri_of(checkpoint.filesystem, checkpoint.path)
-
-
-def _best_checkpoint(result) -> str | None:
-    from raygan.train.ray_train import UNSCORED_FID
-
-    scored = [
-        (m["fid"], _uri(c)) for c, m in (result.best_checkpoints or []) if m.get("fid", UNSCORED_FID) < UNSCORED_FID
-    ]
-    if scored:
-        return min(scored)[1]
-    return _uri(result.checkpoint) if result.checkpoint else None
 
 
 def cmd_sample(args) -> int:

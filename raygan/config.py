@@ -179,6 +179,26 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class MLflowConfig:
+    tracking_uri: str | None = None  # http(s)://host:port of a tracking server; null: $MLFLOW_TRACKING_URI or ./mlruns
+    experiment: str = "raygan"  # MLflow experiment the runs (a sweep's trials) go to; created if missing
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    project: str = "raygan"
+    mode: str = one_of("online", "offline", "disabled")  # offline: files under $WANDB_DIR, `wandb sync` later
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Experiment trackers; credentials come from the environment (MLFLOW_TRACKING_TOKEN, WANDB_API_KEY ...)."""
+
+    mlflow: MLflowConfig | None = None  # null: off
+    wandb: WandbConfig | None = None  # null: off
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     num_samples: int = within(1, default=8)  # trials drawn from search_space (per grid point)
     max_concurrent: int = within(1, default=2)  # trials running at once
@@ -201,6 +221,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
@@ -539,8 +560,28 @@ def validate(cfg: Config) -> None:
 
     if not cfg.storage.path:
         raise ConfigError("storage.path", "must not be empty")
+    _validate_logging(cfg.logging)
 
     _validate_search_alg(cfg.tune)
+
+
+def _validate_logging(logging: LoggingConfig) -> None:
+    """Tracker settings; a URI with a password in it would be stored in every checkpoint's config.json."""
+    if logging.mlflow is not None:
+        uri = logging.mlflow.tracking_uri
+        if uri is not None and not uri.strip():
+            raise ConfigError("logging.mlflow.tracking_uri", "must not be empty (null: MLflow's default)")
+        if uri is not None and "@" in uri.partition("://")[2].split("/", 1)[0]:
+            raise ConfigError(
+                "logging.mlflow.tracking_uri",
+                "holds credentials (user:password@): set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+                "or MLFLOW_TRACKING_TOKEN in the environment instead",
+            )
+        if not logging.mlflow.experiment.strip():
+            raise ConfigError("logging.mlflow.experiment", "must not be empty")
+    if logging.wandb is not None:
+        if not logging.wandb.project.strip():
+            raise ConfigError("logging.wandb.project", "must not be empty")
 
 
 def _validate_search_alg(tune: TuneConfig) -> None:

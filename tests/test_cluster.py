@@ -272,7 +272,9 @@ CREDENTIAL_PATTERNS = [
     re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
     # a secret-looking key followed by a literal value (not "...", not "$VAR", not a path)
-    re.compile(r"(?i)(secret|password|session_token|auth_token|access_key)[\w.-]*\W{1,4}[A-Za-z0-9/+=]{16,}"),
+    re.compile(
+        r"(?i)(secret|password|session_token|auth_token|access_key|tracking_token|api_key)[\w.-]*\W{1,4}[A-Za-z0-9/+=]{16,}"
+    ),
 ]
 
 
@@ -284,7 +286,10 @@ def literal_secret_env(manifest) -> list[str]:
     """Container env entries named like a secret that carry a value instead of a secretKeyRef."""
     found = []
     if isinstance(manifest, dict):
-        if re.search(r"(?i)secret|password|token|access_key", str(manifest.get("name", ""))) and "value" in manifest:
+        if (
+            re.search(r"(?i)secret|password|token|access_key|api_key", str(manifest.get("name", "")))
+            and "value" in manifest
+        ):
             found.append(manifest["name"])
         for value in manifest.values():
             found += literal_secret_env(value)
@@ -309,6 +314,9 @@ def test_the_credential_check_bites():
     env = yaml.safe_load(f"env:\n  - name: AWS_SECRET_ACCESS_KEY\n    value: {secret}\n")
     assert literal_secret_env(env) == ["AWS_SECRET_ACCESS_KEY"]
     assert not credentials_in("--from-literal=AWS_SECRET_ACCESS_KEY=...")  # the placeholders in comments
+    assert credentials_in("export MLFLOW_TRACKING_TOKEN=dapi0123456789abcdef0123456789ab")  # experiment trackers
+    assert credentials_in("WANDB_API_KEY: 0123456789abcdef0123456789abcdef01234567")
+    assert literal_secret_env(yaml.safe_load("- name: WANDB_API_KEY\n  value: x\n")) == ["WANDB_API_KEY"]
 
 
 # ---------------------------------------------------------------------------------------------

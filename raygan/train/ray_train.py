@@ -12,9 +12,11 @@ import contextlib
 import logging
 import math
 import os
+import queue
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,9 +304,82 @@ def trainer(
 
 
 def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = None):
-    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result."""
-    with ray_connection():
-        return trainer(cfg, name, storage_path, started_at=started_at).fit()
+    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
+
+    With `logging` set, the run is opened in the trackers before Ray starts and every report is
+    logged from here, the driver (see raygan/tracking.py).
+    """
+    from raygan import tracking
+
+    run_uri = storage.join(storage_path, name)
+    tracker = tracking.RunTracker(cfg, name, run_uri) if tracking.enabled(cfg.logging) else None
+    result = None
+    try:
+        with ray_connection():
+            if tracker is None:
+                return trainer(cfg, name, storage_path, started_at=started_at).fit()
+            forward = _forward_reports()
+            with _logging_reports(forward, tracker):
+                result = trainer(cfg, name, storage_path, callbacks=[forward], started_at=started_at).fit()
+            return result
+    finally:
+        if tracker is not None:
+            tracker.finish(best_checkpoint(result) if result is not None else None, failed=result is None)
+
+
+def _forward_reports():
+    """A Ray Train callback (it runs in the Train controller) that queues every report, rank 0's metrics
+    and its checkpoint's URI, for the driver: only the driver's environment holds the trackers' credentials."""
+    from ray.train.v2.api.callback import UserCallback
+    from ray.util.queue import Queue
+
+    class ForwardReports(UserCallback):
+        def __init__(self):
+            self.queue = Queue(actor_options={"num_cpus": 0})
+
+        def after_report(self, run_context, metrics, checkpoint):
+            uri = checkpoint_uri(checkpoint) if checkpoint is not None else None
+            self.queue.put((dict(metrics[0]), uri))
+
+    return ForwardReports()
+
+
+@contextlib.contextmanager
+def _logging_reports(forward, tracker):
+    """While the run trains, a thread hands each forwarded report to the tracker; on leaving, the rest."""
+    done = threading.Event()
+
+    def drain():
+        while not (done.is_set() and forward.queue.empty()):
+            try:
+                metrics, checkpoint = forward.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            tracker.log(metrics, checkpoint)
+
+    logger = threading.Thread(target=drain, name="raygan-tracking", daemon=True)
+    logger.start()
+    try:
+        yield
+    finally:
+        done.set()
+        logger.join()
+
+
+def checkpoint_uri(checkpoint) -> str:
+    return storage.uri_of(checkpoint.filesystem, checkpoint.path)
+
+
+def best_checkpoint(result) -> str | None:
+    """A finished run's best checkpoint by FID as Ray ranked them (the latest while none is scored)."""
+    scored = [
+        (m["fid"], checkpoint_uri(c))
+        for c, m in (result.best_checkpoints or [])
+        if m.get("fid", UNSCORED_FID) < UNSCORED_FID
+    ]
+    if scored:
+        return min(scored)[1]
+    return checkpoint_uri(result.checkpoint) if result.checkpoint else None
 
 
 def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:

@@ -13,6 +13,7 @@ hyperparameters, which the restored run applies over the checkpoint's; `fifo` ru
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -292,13 +293,18 @@ def on_steps(space: dict, params: dict) -> dict:
     }
 
 
+def trial_config(base: dict, params: dict) -> Config:
+    """What a trial trains with: the base config and the trial's sampled values."""
+    return build_config(base, on_steps(base["tune"]["search_space"], params))
+
+
 def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> None:
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune
 
     from raygan.train.ray_train import trainer
 
-    cfg = build_config(base, on_steps(base["tune"]["search_space"], params))
+    cfg = trial_config(base, params)
     trial_id = tune.get_context().get_trial_id()
     resume_from, run_name = None, trial_id
     restored = tune.get_checkpoint()
@@ -335,7 +341,9 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         except queue.Empty:
             continue
         pointer = _pointer_checkpoint(checkpoint_path, trial_id, metrics["step"]) if checkpoint_path else None
-        tune.report(metrics, checkpoint=pointer)
+        tune.report(
+            {**metrics, "run": storage.join(experiment_root, "runs", run_name)}, checkpoint=pointer
+        )  # its grids
     runner.join()
     if "error" in outcome:
         raise outcome["error"]
@@ -447,6 +455,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     """Run (or resume) the sweep; returns the contract's result object plus the rows."""
     from ray import tune
 
+    from raygan.tracking import tune_callbacks
     from raygan.train.ray_train import ray_connection, ray_storage
 
     searched = list(cfg.tune.search_space)
@@ -478,6 +487,9 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                     **ray_storage(storage_root),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pointers, a few bytes each
                     failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),  # retried from the pointer
+                    callbacks=tune_callbacks(
+                        cfg.logging, experiment_uri, functools.partial(trial_config, cfg.to_dict())
+                    ),
                 ),
             )
         grid = tuner.fit()
