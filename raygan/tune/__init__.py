@@ -154,7 +154,8 @@ class KeepInRange:
 
 
 def make_scheduler(cfg: Config):
-    """ASHA, PBT, FIFO from tune.scheduler, or HyperBand for BOHB's searcher; times are training steps."""
+    """ASHA, PBT, FIFO from tune.scheduler, or HyperBand for BOHB's searcher; times are training steps
+    (HyperBand's are evaluations: its milestones at 1, 3, 9 ... units must fall on reports)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB, PopulationBasedTraining
 
     options = dict(cfg.tune.scheduler)
@@ -165,7 +166,8 @@ def make_scheduler(cfg: Config):
             if name != "asha":
                 raise TypeError("search_alg bohb brings its own HyperBand scheduler; leave tune.scheduler at asha")
             options.pop("grace_period", None)  # HyperBand sizes its brackets from max_t and reduction_factor
-            return HyperBandForBOHB(time_attr="step", max_t=t.steps, **options)
+            evaluations = math.ceil(t.steps / t.eval_every)  # each Tune result is one evaluation
+            return HyperBandForBOHB(time_attr="training_iteration", max_t=evaluations, **options)
         if name == "asha":
             options.setdefault("grace_period", min(2 * t.eval_every, t.steps))
             options.setdefault("reduction_factor", 2)
