@@ -527,7 +527,9 @@ def test_report_on_a_real_smoke_sweep_in_s3(smoke_sweep, s3, tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     stored = read_bytes(f"{experiment}/summary.json")
     assert stored is not None, f"{experiment}/summary.json is missing"
-    trials = [row["trial"] for row in json.loads(stored)]
+    rows = json.loads(stored)
+    trials = [row["trial"] for row in rows]
+    assert all(row["best_fid"] > 0 and row["stop_reason"] == "completed" for row in rows)  # Tune's table, from S3
     assert summary["kind"] == "experiment" and len(trials) == 2
     assert {"index.html", "fid_trials.png", "trials.csv", "effect_optim.d.lr.png"} <= set(summary["files"])
     for trial in trials:

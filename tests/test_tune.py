@@ -205,23 +205,96 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
             assert row["optim.g.lr"] == pytest.approx(run_config(row["latest_run"])["optim"]["g"]["lr"])
 
 
-def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_in_the_summary():
-    """PBT restoring a trial at its last perturbation point leaves the donor's metrics as its last result."""
+def _result(trial: str, config: dict, metrics: dict | None = None, error: BaseException | None = None):
+    """What the summary reads of a ray.tune.Result: its folder, config, last metrics and error."""
     from types import SimpleNamespace
 
-    from raygan.tune import trial_rows
+    path = f"/x/sweep/trial_{trial}_{trial[-1]}_2026-11-23_05-20-00"
+    return SimpleNamespace(path=path, config=config, metrics=metrics or {"trial_id": trial}, error=error)
+
+
+def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_and_row_in_the_summary():
+    """PBT restoring a trial at its last perturbation point leaves the donor's metrics as its Result's."""
+    import pandas as pd
+
+    from raygan.tune import summary_rows
 
     donor_metrics = {"trial_id": "b88b0_00000", "step": 100, "best_fid": 88.6}
-    results = [
-        SimpleNamespace(
-            path=f"/x/pbt/trial_b88b0_0000{i}_{i}_optim_g_lr=0.0005_2026-11-23_05-20-00",
-            metrics=donor_metrics,
-            config={},
-            error=None,
-        )
-        for i in (0, 1)
+    results = [_result(f"b88b0_0000{i}", {}, donor_metrics) for i in (0, 1)]
+    table = pd.DataFrame([{"trial_id": f"b88b0_0000{i}", "step": 100, "best_fid": 88.6 + i} for i in (0, 1)])
+    rows = summary_rows(table, results, [], 100, {})
+    assert [(row["trial"], row["best_fid"]) for row in rows] == [("b88b0_00000", 88.6), ("b88b0_00001", 89.6)]
+
+
+def test_the_summary_gives_back_the_values_tunes_table_turns_into_floats_and_nan():
+    """The table is one pandas frame for all trials (as ResultGrid.get_dataframe builds it): a column with
+    a gap or with 0 beside 0.1 holds floats and NaN. A trial that failed before reporting is not in it."""
+    import pandas as pd
+
+    from raygan.tune import summary_rows
+
+    space = {
+        "loss.label_smoothing": {"choice": [0, 0.1]},
+        "train.d_loss_threshold": {"grid": [None, 0.2]},
+        "loss.label_flip": {"quniform": [0.0, 0.3, 0.1]},
+    }
+    reported = [
+        {
+            "trial_id": "a0000_00000",
+            "step": 40,
+            "best_fid": 80.5,
+            "best_step": 40,
+            "images_seen": 1280,
+            "trained_s": 3.5,
+            "best_checkpoint": "/x/runs/a0000_00000/checkpoint_0000040",
+            "health/status": "healthy",
+            "health/stop_reason": None,
+            "config/loss.label_smoothing": 0,
+            "config/train.d_loss_threshold": None,
+            "config/loss.label_flip": 0.1234,  # BOHB's proposal, off the steps
+        },
+        {
+            "trial_id": "a0000_00001",
+            "step": 20,
+            "health/status": "collapse",
+            "health/stop_reason": "collapse: samples cover 1 of 10 classes",
+            "config/loss.label_smoothing": 0.1,
+            "config/train.d_loss_threshold": 0.2,
+            "config/loss.label_flip": 0.0,
+        },
+        {"trial_id": "a0000_00002", "step": 20, "best_fid": 95.0, "best_step": 20, "images_seen": 640},
     ]
-    assert sorted(row["trial"] for row in trial_rows(results, [], 100)) == ["b88b0_00000", "b88b0_00001"]
+    config = {"loss.label_smoothing": 0, "train.d_loss_threshold": 0.2, "loss.label_flip": 0.2}
+    results = [
+        _result("a0000_00000", {}),
+        _result("a0000_00001", {}),
+        _result("a0000_00002", {}),
+        _result("a0000_00003", config, error=RuntimeError("out of memory")),
+    ]
+    rows = summary_rows(pd.DataFrame(reported), results, list(space), 40, space)
+    assert [row["trial"] for row in rows] == ["a0000_00000", "a0000_00002", "a0000_00001", "a0000_00003"]
+    first, scheduled, collapsed, failed = rows
+    assert first == {
+        "trial": "a0000_00000",
+        "order": 0,
+        "loss.label_smoothing": 0,
+        "train.d_loss_threshold": None,
+        "loss.label_flip": 0.1,
+        "best_fid": 80.5,
+        "best_step": 40,
+        "last_step": 40,
+        "health": "healthy",
+        "stop_reason": "completed",
+        "trained_s": 3.5,
+        "images_seen": 1280,
+        "best_checkpoint": "/x/runs/a0000_00000/checkpoint_0000040",
+    }
+    assert [type(first[key]) for key in ("loss.label_smoothing", "best_step", "last_step", "images_seen")] == [int] * 4
+    assert scheduled["stop_reason"] == "stopped by the scheduler" and scheduled["best_step"] == 20
+    assert scheduled["health"] is None and scheduled["best_checkpoint"] is None
+    assert collapsed["stop_reason"] == "collapse: samples cover 1 of 10 classes" and collapsed["best_fid"] is None
+    assert failed["stop_reason"] == "error: RuntimeError: out of memory" and failed["last_step"] is None
+    assert {key: failed[key] for key in space} == config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,3 +654,54 @@ def test_fanova_importance_finds_the_value_that_decides_fid():
     shares = fanova_importance(rows, space, seed=0)
     assert set(shares) == set(space) and max(shares, key=shares.get) == "optim.g.lr" and shares["optim.g.lr"] > 0.8
     assert fanova_importance(rows[:2], space, seed=0) is None and shares == fanova_importance(rows, space, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# raygan's trial in a user's own Tuner
+
+DIGITS_8X8 = {
+    "data": {"image_size": 8},
+    "model": {"g_layers": 2, "d_layers": 2, "g_width": 8, "d_width": 8, "latent_dim": 8},
+    "train": {"batch_size": 16, "steps": 20, "eval_every": 20, "checkpoint_every": 20, "report_every": 20},
+    "eval": {"num_samples": 64},
+    "scaling": {"num_workers": 1},
+}
+
+
+@pytest.mark.slow
+def test_a_users_own_tuner_runs_raygans_trainable_with_their_space_and_callback(ray_session, tmp_path):
+    """README's "Your own Tuner": dotted keys as the param_space, the user's callback sees raygan's evaluations."""
+    from ray import tune
+
+    from raygan.errors import ConfigError
+    from raygan.tune import trainable, trial_rows
+
+    class FidsSeen(tune.Callback):
+        def __init__(self):
+            self.fids: dict[str, list[float]] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.fids.setdefault(trial.trial_id, []).append(result["fid"])
+
+    seen = FidsSeen()
+    grid = tune.Tuner(
+        trainable(DIGITS_8X8, storage=str(tmp_path / "mine")),
+        param_space={"optim.g.lr": tune.grid_search([1.0e-4, 1.0e-3])},
+        tune_config=tune.TuneConfig(metric="fid", mode="min", max_concurrent_trials=2),
+        run_config=tune.RunConfig(name="mine", storage_path=str(tmp_path), callbacks=[seen]),
+    ).fit()
+    assert grid.num_errors == 0 and len(grid) == 2
+    assert sorted(result.config["optim.g.lr"] for result in grid) == [1.0e-4, 1.0e-3]
+    rows = trial_rows(grid, ["optim.g.lr"], 20)
+    for row in rows:
+        assert seen.fids[row["trial"]] == [row["best_fid"]] and row["best_fid"] > 0
+        assert row["last_step"] == 20 and row["stop_reason"] == "completed"
+        assert Path(row["best_checkpoint"], "generator.pt").is_file()
+        assert Path(row["best_checkpoint"]).parent == tmp_path / "mine" / "runs" / row["trial"]
+
+    with pytest.raises(ConfigError, match="param_space: optim.g.lrr is not a config key"):
+        tune.Tuner(
+            trainable(DIGITS_8X8, storage=str(tmp_path / "bad")),
+            param_space={"optim.g.lrr": tune.loguniform(1.0e-4, 1.0e-3)},
+            run_config=tune.RunConfig(name="bad", storage_path=str(tmp_path)),
+        ).fit()

@@ -55,14 +55,19 @@ def _values_to_check(kind: str, args: list) -> list:
     return list(args[:2])  # both ends of a range
 
 
-def check_spec(cfg: Config, where: str, key: str, spec: Any) -> None:
-    """`key` is a config value and `spec` a well-formed distribution whose values are all valid for it."""
+def check_searchable(cfg: Config, where: str, key: str) -> None:
+    """`key` is a dotted config key that names one value outside the tune section."""
     try:
         value = get_dotted(cfg, key)
     except ConfigError:
         raise ConfigError(where, f"{key} is not a config key") from None
     if key.startswith("tune.") or hasattr(value, "__dataclass_fields__"):
         raise ConfigError(where, f"{key} is a section or a sweep setting, not a value to search")
+
+
+def check_spec(cfg: Config, where: str, key: str, spec: Any) -> None:
+    """`key` is a config value and `spec` a well-formed distribution whose values are all valid for it."""
+    check_searchable(cfg, where, key)
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(where, f"expected one of {{{', '.join(DISTRIBUTIONS)}}}: [...], got {spec!r}")
     ((kind, args),) = spec.items()
@@ -351,13 +356,62 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         raise outcome["error"]
 
 
+def trainable(config: str | Path | dict | Config, storage: str | None = None):
+    """raygan's trial as a Tune function trainable, for your own `ray.tune.Tuner`: your search space,
+    scheduler, searcher and callbacks, raygan's training and metrics.
+
+        from ray import tune
+        from raygan.tune import trainable
+
+        tuner = tune.Tuner(
+            trainable("tune_configs/smoke.yaml", storage="/tmp/sweeps/mine"),
+            param_space={"optim.g.lr": tune.loguniform(1e-4, 1e-3), "loss.name": tune.choice(["gan", "hinge"])},
+            tune_config=tune.TuneConfig(metric="fid", mode="min", num_samples=4, max_concurrent_trials=2),
+            run_config=tune.RunConfig(name="mine", storage_path="/tmp/sweeps"),
+        )
+        best = tuner.fit().get_best_result()
+
+    `config` is a YAML file, a dict of sections or a Config; param_space keys are its dotted keys, and each
+    trial trains the config with its values. A trial is a Ray Train run in STORAGE/runs/<trial id> (STORAGE
+    defaults to the config's storage.path) and reports what `raygan tune` trials report at each evaluation
+    (fid, best_fid, step, best_checkpoint, health, ...) with a small Tune checkpoint, so PBT and retries
+    continue the run. The trial itself asks Tune for no CPU: its Train workers ask the cluster for the
+    config's scaling, so set max_concurrent_trials to the trials the cluster holds at once. A param_space
+    key that is not a config value fails as Tune creates the trial, with a ConfigError naming it.
+    """
+    from ray import tune
+
+    from raygan.config import load_config
+    from raygan.storage import check_uri, is_uri
+
+    if isinstance(config, Config):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = build_config(config)
+    else:
+        cfg = load_config(config)
+    root = storage or cfg.storage.path
+    check_uri(root)
+    root = root.rstrip("/") if is_uri(root) else str(Path(root).expanduser().resolve())  # Ray needs absolute paths
+
+    def resources(params: dict) -> dict:  # Tune calls this on the driver as it creates each trial
+        for key in params:
+            check_searchable(cfg, "param_space", key)
+        return TRIAL_RESOURCES
+
+    return tune.with_resources(
+        tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=root, cache_root=root), resources
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the sweep
 
 
 def _trial_id(result) -> str:
-    """The trial's own id, from its folder (trial_<id>_...): a trial that PBT restored at its last
-    perturbation point reports nothing itself, and its last metrics are the donor's, trial_id included."""
+    """The trial's own id, from its folder (trial_<id>_...), to find its row in Tune's table: a trial that
+    PBT restored at its last perturbation point reports nothing itself, and its Result's metrics are the
+    donor's, trial_id included."""
     found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name) if result.path else None
     return found.group(1) if found else (result.metrics or {}).get("trial_id", "?")
 
@@ -372,34 +426,65 @@ def error_line(error: BaseException) -> str:
     return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"[:200]
 
 
+def as_searched(spec: dict | None, value: Any) -> Any:
+    """A summary-table cell as the value the trial was given: the listed value it equals (a table column that
+    holds 0 and 0.1 turns 0 into 0.0), quniform's on its steps (BOHB's ConfigSpace proposes any float)."""
+    if not spec:
+        return value
+    ((kind, args),) = spec.items()
+    if kind in ("choice", "grid"):
+        return next((listed for listed in args if listed == value), value)
+    return in_range(spec, value) if kind == "quniform" else value
+
+
+def _cell(record: dict, column: str) -> Any:
+    """A value of Tune's table, with its gaps (NaN where a trial lacks the column) back to None."""
+    value = record.get(column)
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, float) else value  # a column with a gap holds its integers as floats
+
+
 def trial_rows(result_grid, searched: list[str], steps: int, space: dict | None = None) -> list[dict[str, Any]]:
+    """The sweep's summary, best FID first: Tune's own table of each trial's last result (`get_dataframe()`,
+    with no filter_metric: the best evaluation's row would not say where the trial stopped, and best_fid is
+    already the trial's running best) beside the grid's Results."""
+    return summary_rows(result_grid.get_dataframe(), list(result_grid), searched, steps, space or {})
+
+
+def summary_rows(table, results: list, searched: list[str], steps: int, space: dict) -> list[dict[str, Any]]:
+    """One row per Result. `table` as ResultGrid.get_dataframe() builds it: a row per trial that reported,
+    nested metrics flattened with "/" (health/status), the trial's config as config/<key>."""
+    last = {record["trial_id"]: record for record in table.to_dict("records")}
     rows = []
-    for order, result in enumerate(result_grid):  # Tune's order: the order the trials were created
-        metrics = result.metrics or {}
-        config = on_steps(space or {}, result.config or {})  # the values the trial trained with
-        health = metrics.get("health") or {}
-        step = metrics.get("step")
+    # The Results give what the table lacks: Tune's order, each trial's error, the trials that never reported
+    for order, result in enumerate(results):
+        trial_id = _trial_id(result)
+        record = last.get(trial_id) or {f"config/{key}": value for key, value in (result.config or {}).items()}
+        step = _count(_cell(record, "step"))
         if result.error is not None:
             reason = f"error: {error_line(result.error)}"
-        elif health.get("stop_reason"):
-            reason = health["stop_reason"]
+        elif _cell(record, "health/stop_reason"):
+            reason = _cell(record, "health/stop_reason")
         elif step is not None and step < steps:
             reason = "stopped by the scheduler"
         else:
             reason = "completed"
         rows.append(
             {
-                "trial": _trial_id(result),
+                "trial": trial_id,
                 "order": order,
-                **{key: config.get(key) for key in searched},
-                "best_fid": metrics.get("best_fid"),
-                "best_step": metrics.get("best_step"),
+                **{key: as_searched(space.get(key), _cell(record, f"config/{key}")) for key in searched},
+                "best_fid": _cell(record, "best_fid"),
+                "best_step": _count(_cell(record, "best_step")),
                 "last_step": step,
-                "health": health.get("status"),
+                "health": _cell(record, "health/status"),
                 "stop_reason": reason,
-                "trained_s": metrics.get("trained_s"),  # cost: seconds trained, over restarts and PBT's donors
-                "images_seen": metrics.get("images_seen"),
-                "best_checkpoint": metrics.get("best_checkpoint"),
+                "trained_s": _cell(record, "trained_s"),  # cost: seconds trained, over restarts and PBT's donors
+                "images_seen": _count(_cell(record, "images_seen")),
+                "best_checkpoint": _cell(record, "best_checkpoint"),
             }
         )
     return sorted(rows, key=lambda r: r["best_fid"] if r["best_fid"] is not None else math.inf)
