@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
 from raygan.report import grid_array
+from raygan.train import local_ray
 from raygan.train.loop import train_loop
 from raygan.train.runlog import RunLog, grid_latents, png_bytes
 from raygan.train.step import GANEngine, unwrap
@@ -224,12 +226,16 @@ def _write_line(line: str) -> None:
     sys.stdout.flush()
 
 
-def ensure_ray() -> bool:
+def ensure_ray(requests: Iterable[tuple[ScalingConfig, dict]] = (), share: dict | None = None) -> bool:
     """Join the cluster in RAY_ADDRESS (unset: the one `ray start` last started on this machine, if any), or
-    start a local one; True if this call connected."""
+    start a local one; True if this call connected. First, on a Ray without an autoscaler (one this call
+    would start, or a local session already running), a ConfigError for any `requests` (scaling, searched
+    values) it could never meet: Ray would wait for them forever."""
+    local_ray.check_requests(requests, local_ray.capacity(), share)
     if ray.is_initialized():
         return False
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    with local_ray.quiet_start() as options:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, **options)
     return True
 
 
@@ -299,7 +305,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
     Disconnects from Ray afterwards only if it connected itself, so that workers' last log
     lines arrive before the caller prints its result.
     """
-    connected = ensure_ray()
+    connected = ensure_ray([(cfg.scaling, {})])
     try:
         return trainer(cfg, name, storage_path, started_at=started_at).fit()
     finally:
@@ -309,7 +315,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
 
 def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
-    connected = ensure_ray()
+    connected = ensure_ray([(cfg.scaling, {})])
     try:
         return trainer(cfg, name, storage_path, bench_steps=steps, started_at=started_at).fit().return_value
     finally:
