@@ -18,10 +18,20 @@ def ray_session():
     """A local Ray with 4 logical CPUs (2 workers + headroom on a 2-core machine)."""
     import ray
 
+    from raygan.train.local_ray import quiet_start
+
     tests = str(Path(__file__).parent)  # workers unpickle functions defined in test modules
     # The dashboard serves the state API that Ray Train's placement-group cleaner polls: without it the
-    # resources of a Train run whose trial was stopped (a PBT exploit) are never released.
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": tests}})
+    # resources of a Train run whose trial was stopped (a PBT exploit) are never released. quiet_start
+    # gives the cleaner its address: the test's own subprocesses run Ray instances beside this one.
+    with quiet_start() as options:
+        ray.init(
+            num_cpus=4,
+            include_dashboard=True,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": tests}},
+            **options,
+        )
     yield ray
     ray.shutdown()
 

@@ -1,6 +1,7 @@
 """`raygan train`, `sample` and `bench` as a user runs them: separate processes, their own Ray."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,6 +26,13 @@ def test_train_smoke_on_two_workers(smoke_run):
     for name in ("state.pt", "generator.pt", "config.json", "meta.json"):
         assert (storage / "smoke" / "checkpoint_0000100" / name).is_file()
     assert "step 100/100" in result.stdout + result.stderr  # progress lines
+    assert_no_ray_complaints(result.stdout + result.stderr)
+
+
+def assert_no_ray_complaints(output: str) -> None:
+    """A finished run's terminal shows no traceback and no error line from Ray's C++ core (`E <pid> <tid>]`)."""
+    assert "Traceback" not in output, output[-3000:]
+    assert not re.search(r" E \d+ \d+\] ", output), output[-3000:]
 
 
 def test_train_again_with_the_same_name_resumes(smoke_run):
@@ -46,6 +54,7 @@ def test_train_again_with_the_same_name_resumes(smoke_run):
     assert "resumed from step 100" in result.stdout + result.stderr
     assert "real statistics read from the cache" in result.stdout + result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 125
+    assert_no_ray_complaints(result.stdout + result.stderr)
 
 
 def test_sample_from_a_run_and_a_checkpoint(smoke_run, tmp_path):

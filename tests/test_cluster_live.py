@@ -26,9 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # noqa: E402
 import pytest
 import ray  # noqa: F401  first: it puts the psutil it vendors on sys.path (nothing here calls ray.init)
+
+# isort: split
+import psutil
 import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]

@@ -49,6 +49,7 @@ def test_label_accuracy_scores_what_was_asked_for(judge):
     assert wrong["accuracy"] < 0.1
 
 
+@pytest.mark.slow  # 1,000 training steps: 15 s
 def test_a_short_conditional_run_follows_labels_and_still_uses_z(judge):
     """Test-sized conditional digits (16x16, 1,000 steps, no Ray): the samples follow the requested
     labels well above chance, and samples of one label still differ (a conditional G that ignores z
@@ -125,6 +126,7 @@ def test_legibility_is_high_on_real_digits_and_low_on_blends():
     assert max(legibility(blends)) < min(legibility(real)) - 0.2
 
 
+@pytest.mark.slow  # the benchmark scripts end to end, each in its own process: 15-30 s
 def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
     """benchmarks/recipe_variants.py: two variants in their own processes, a row per variant per check."""
     import json
@@ -179,6 +181,7 @@ def test_recipe_variants_scores_each_variant_at_each_check(tmp_path):
     assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
 
 
+@pytest.mark.slow  # the benchmark scripts end to end, each in its own process: 15-30 s
 def test_stacked_check_scores_a_native_8x8_checkpoint(tmp_path):
     """The stacked recipe's size (8x8, 3 layers) through recipe_variants' check and benchmarks/stacked_modes.py."""
     import json
@@ -239,6 +242,7 @@ def test_digit_mix_reads_each_channel_of_the_mode_histogram():
     assert digit_mix(torch.arange(10)).tolist() == [[x / 45 for x in range(10)]]  # one channel
 
 
+@pytest.mark.slow  # the benchmark scripts end to end, each in its own process: 15-30 s
 def test_emoji_check_scores_a_tiny_checkpoint(tmp_path):
     """The emoji recipe through recipe_variants' check and benchmarks/emoji_quality.py: a 2-step G is far
     from the blur baseline, and without a run's records its health cannot count as met."""

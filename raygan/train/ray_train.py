@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from raygan.images import grid_array, png_bytes
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
 from raygan.models import count_parameters
+from raygan.train import local_ray
 from raygan.train.loop import train_loop
 from raygan.train.runlog import RunLog, grid_latents
 from raygan.train.step import GANEngine, unwrap
@@ -229,14 +230,19 @@ def _write_line(line: str) -> None:
 
 
 @contextlib.contextmanager
-def ray_connection() -> Iterator[None]:
+def ray_connection(requests: Iterable[tuple[ScalingConfig, dict]] = (), share: dict | None = None) -> Iterator[None]:
     """Ray for the length of a command: the cluster in RAY_ADDRESS (unset: the one `ray start` last started
-    on this machine, if any), or a local one. Disconnects at the end only if it connected (a caller's own Ray
-    stays up); disconnecting lets the workers' last log lines arrive before the caller prints its result."""
+    on this machine, if any), or a local one. First, on a Ray without an autoscaler (one this call would
+    start, or a local session already running), a ConfigError for any `requests` (scaling, searched values)
+    it could never meet: Ray would wait for them forever. Disconnects at the end only if it connected (a
+    caller's own Ray stays up); disconnecting lets the workers' last log lines arrive before the caller
+    prints its result."""
+    local_ray.check_requests(requests, local_ray.capacity(), share)
     if ray.is_initialized():
         yield
         return
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    with local_ray.quiet_start() as options:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, **options)
     try:
         yield
     finally:
@@ -315,7 +321,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
     tracker = tracking.RunTracker(cfg, name, run_uri) if tracking.enabled(cfg.logging) else None
     result = None
     try:
-        with ray_connection():
+        with ray_connection([(cfg.scaling, {})]):
             if tracker is None:
                 return trainer(cfg, name, storage_path, started_at=started_at).fit()
             forward = _forward_reports()
@@ -384,5 +390,5 @@ def best_checkpoint(result) -> str | None:
 
 def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
-    with ray_connection():
+    with ray_connection([(cfg.scaling, {})]):
         return trainer(cfg, name, storage_path, bench_steps=steps, started_at=started_at).fit().return_value

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import json
 import math
 import queue
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from raygan import storage
-from raygan.config import Config, build_config, get_dotted
+from raygan.config import Config, ScalingConfig, build_config, get_dotted
 from raygan.errors import ConfigError
 
 DISTRIBUTIONS = {  # name -> (argument count, meaning)
@@ -95,6 +96,18 @@ def validate_search_space(cfg: Config) -> None:
     """Every key is a config value, every distribution well formed, every value valid in the config."""
     for key, spec in cfg.tune.search_space.items():
         check_spec(cfg, f"tune.search_space.{key}", key, spec)
+
+
+def trial_requests(cfg: Config) -> list[tuple[ScalingConfig, dict]]:
+    """What trials may ask Ray for: (scaling, the searched values it holds) for every combination of the
+    searched scaling values (both ends of a range), or just cfg.scaling when none is searched."""
+    searched = {
+        key: _values_to_check(*next(iter(spec.items())))
+        for key, spec in cfg.tune.search_space.items()
+        if key.startswith("scaling.")
+    }
+    combinations = [dict(zip(searched, values)) for values in itertools.product(*searched.values())]
+    return [(build_config(cfg.to_dict(), values).scaling, values) for values in combinations]
 
 
 def validate_sweep(cfg: Config) -> None:
@@ -551,7 +564,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
         tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root),
         TRIAL_RESOURCES,
     )
-    with ray_connection():
+    with ray_connection(trial_requests(cfg), share=TRIAL_RESOURCES):
         if resume:
             tuner = tune.Tuner.restore(trainable=trainable, resume_errored=True, **restore_args(experiment_uri))
         else:
