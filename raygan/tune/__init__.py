@@ -470,12 +470,17 @@ def trial_rows(result_grid, searched: list[str], steps: int, space: dict | None 
 def summary_rows(table, results: list, searched: list[str], steps: int, space: dict) -> list[dict[str, Any]]:
     """One row per Result. `table` as ResultGrid.get_dataframe() builds it: a row per trial that reported,
     nested metrics flattened with "/" (health/status), the trial's config as config/<key>."""
+    from ray.tune.utils import flatten_dict
+
     last = {record["trial_id"]: record for record in table.to_dict("records")}
     rows = []
     # The Results give what the table lacks: Tune's order, each trial's error, the trials that never reported
     for order, result in enumerate(results):
         trial_id = _trial_id(result)
         record = last.get(trial_id) or {f"config/{key}": value for key, value in (result.config or {}).items()}
+        metrics = result.metrics or {}
+        if (metrics.get("step") or -1) > (_count(_cell(record, "step")) or -1):  # PBT restored it at a later point
+            record = {**record, **flatten_dict(metrics, delimiter="/")}  # the donor's state there is now its own
         step = _count(_cell(record, "step"))
         if result.error is not None:
             reason = f"error: {error_line(result.error)}"
