@@ -709,19 +709,8 @@ def _safe_name(text: str) -> str:
 
 
 def write_trials_csv(experiment: Experiment, path: Path) -> Path:
-    columns = [
-        "rank",
-        "trial",
-        *experiment.searched,
-        "best_fid",
-        "best_step",
-        "last_step",
-        "trained_s",
-        "images_seen",
-        "health",
-        "stop_reason",
-        "best_checkpoint",
-    ]
+    results = SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("best_fid") :]  # the summary's columns after the searched keys
+    columns = ["rank", "trial", *experiment.searched, *results]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
