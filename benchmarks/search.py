@@ -7,11 +7,12 @@ optuna (TPE) + ASHA and BOHB (its own HyperBand), three seeds each, through `pyt
 The sweep is benchmarks/search.yaml: the digits FID recipe's nets at 8x8, 16 trials of up to 400 steps,
 two at a time (1 CPU each), evaluations every quarter of the steps, over both learning rates, D's layer
 count, G's EMA and label smoothing. ASHA stops weak trials at 100 or 200 steps; BOHB's HyperBand sizes its
-brackets from max_t (train.steps) and the reduction factor (2). A seed sets the config's `seed`: the
-searcher's seed (optuna, BOHB; Tune's random sampler takes none) and every trial's training seed.
-Measured 2026-11-29 on the 2-core machine with other work on it: one full sweep took 4.6 minutes (random)
-and 5.1 (BOHB), most of it trials starting their Train workers (~20 s each, BOHB's resumed trials
-again), so the 9 sweeps take about 45 minutes.
+brackets from max_t (the 4 evaluations in train.steps) and the reduction factor (2). A seed sets the
+config's `seed`: the searcher's seed (optuna, BOHB; Tune's random sampler takes none) and every trial's
+training seed.
+Measured 2026-11-29 on the quiet 2-core machine: a sweep's wall time was 4.2-4.6 minutes (random),
+4.1-4.8 (optuna) and 6.0-6.7 (BOHB), much of it trials starting their Train workers (~20 s each, BOHB's
+resumed trials again); the 9 sweeps took 45 minutes. The table is in benchmarks/README.md.
 
 Sweeps run one at a time, seeds outermost, so drift of the machine falls on all three searchers alike. A
 sweep that finished (NAME.wall.json beside it says exit 0) is read, not run again, so an interrupted

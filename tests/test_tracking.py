@@ -223,6 +223,13 @@ def wandb_records(run_folder: Path) -> dict[str, list[dict]]:
     return records
 
 
+def wandb_story(run_folder: Path, records: dict) -> str:
+    """What an offline W&B run holds and what its SDK logged last: a failure names its cause."""
+    counts = {kind: len(found) for kind, found in records.items()}
+    debug = (run_folder / "logs" / "debug.log").read_text().splitlines()[-12:]
+    return f"{run_folder.name}: {counts}\n" + "\n".join(line[:300] for line in debug)
+
+
 def assert_no_credentials(*places: Path, text: str = "") -> None:
     for value in FAKE_CREDENTIALS.values():
         assert value not in text
@@ -316,7 +323,8 @@ def test_a_sweep_logs_each_trial_through_rays_callbacks(ray_session, mlflow_serv
         assert config_record["train"]["steps"] == 40  # the resolved config, not only the searched value
         learning_rates.add(config_record["optim"]["d"]["lr"])
         history = [r for r in records["history"] if "fid" in r]
-        assert [r["step"] for r in history] == [20, 40] and all("samples/path" in r for r in history)
+        story = wandb_story(folder, records)
+        assert [r["step"] for r in history] == [20, 40] and all("samples/path" in r for r in history), story
     assert learning_rates == {2.0e-4, 1.0e-3}
 
     assert_no_credentials(storage, server_root, tracking_env, text=out.out + out.err)

@@ -488,6 +488,17 @@ def test_searchers_take_raygan_spaces_are_seeded_and_limited_to_max_concurrent(n
         assert config["model.g_activation"] in ("relu", "leaky_relu")
 
 
+def test_tpe_models_after_a_quarter_of_the_sweep_not_after_optunas_ten_random_trials():
+    from raygan.tune import make_search_alg, tpe_startup_trials
+
+    assert [tpe_startup_trials(n) for n in (2, 16, 24, 64)] == [4, 4, 6, 10]
+    cfg = build_config(
+        {**TINY, "tune": {"num_samples": 24, "search_alg": {"name": "optuna"}, "search_space": SEARCHABLE}}
+    )
+    sampler = make_search_alg(cfg).searcher._sampler
+    assert sampler._n_startup_trials == 6 and sampler._multivariate and sampler._constant_liar
+
+
 def test_bohb_proposals_are_put_on_quniform_steps():
     from raygan.tune import on_steps
 
@@ -533,7 +544,8 @@ def _searcher_study(experiment: Path):
     """The optuna study in the newest searcher state Tune saved with the experiment (None before the first)."""
     import pickle
 
-    states = sorted(experiment.glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    # named by session start; not by mtime: Tune's final sync rewrites every session's file within a millisecond
+    states = sorted(experiment.glob("searcher-state-*.pkl"))
     if not states:
         return None
     try:
