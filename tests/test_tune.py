@@ -88,13 +88,30 @@ def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
     assert len(summary) == 2 and (tmp_path / "asha" / "summary.csv").is_file()
 
 
+def _searcher_study(experiment: Path):
+    """The optuna study in the newest searcher state Tune saved with the experiment (None before the first)."""
+    import pickle
+
+    # named by session start; not by mtime: Tune's final sync rewrites every session's file within a millisecond
+    states = sorted(experiment.glob("searcher-state-*.pkl"))
+    if not states:
+        return None
+    try:
+        return pickle.loads(states[-1].read_bytes())["_ot_study"]
+    except (EOFError, pickle.UnpicklingError):  # caught mid-write
+        return None
+
+
 @pytest.mark.slow
-def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_path):
+def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials_or_forgetting_them(tmp_path):
+    """An optuna sweep's driver is killed while its second trial runs, once the first trial's FID has reached
+    the saved searcher; --resume leaves the finished run alone, reruns the other and tells it to the same study."""
     import os
     import signal
     import time
 
     import yaml
+    from optuna.trial import TrialState
 
     config = tmp_path / "sweep.yaml"
     config.write_text(
@@ -102,25 +119,33 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
             {
                 **TINY,
                 "tune": {
-                    "num_samples": 1,
+                    "num_samples": 2,
                     "max_concurrent": 1,
                     "scheduler": {"name": "fifo"},
-                    "search_space": {"optim.d.lr": {"grid": [2.0e-4, 5.0e-4]}},
+                    "search_alg": {"name": "optuna"},
+                    "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
                 },
             }
         )
     )
     command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
+    experiment, runs = tmp_path / "sweep", tmp_path / "sweep" / "runs"
+
+    def told() -> list:
+        study = _searcher_study(experiment)
+        return [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
+
     with open(tmp_path / "first.log", "w") as log:
         driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        runs = tmp_path / "sweep" / "runs"
         deadline = time.time() + 600
-        while time.time() < deadline:  # the second trial starts only once the first has finished
-            if runs.is_dir() and len(list(runs.iterdir())) == 2:
+        while time.time() < deadline:  # one trial at a time: the second starts once the first has finished
+            if runs.is_dir() and len(list(runs.iterdir())) == 2 and told():
                 break
             time.sleep(1)
         os.kill(driver.pid, signal.SIGKILL)  # Ray's processes share its fate
         driver.wait()
+    first = told()
+    assert len(first) == 1, (tmp_path / "first.log").read_text()[-3000:]
     finished = [r for r in runs.iterdir() if (r / "checkpoint_0000060").is_dir()]
     assert len(finished) == 1, (tmp_path / "first.log").read_text()[-3000:]
 
@@ -130,7 +155,6 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
         return {p.name: p.stat().st_mtime for p in finished[0].iterdir() if not p.name.startswith(".")}
 
     before = raygan_files()
-
     with open(tmp_path / "resumed.log", "w") as log:  # kept with the test's tmp_path for a look afterwards
         resumed = subprocess.run(
             command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True, timeout=900
@@ -140,6 +164,9 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_finished_trials(tmp_pa
     assert summary["trials"] == 2 and summary["best_fid"] > 0
     assert raygan_files() == before  # not rerun
     assert all((r / "checkpoint_0000060").is_dir() for r in runs.iterdir())
+    study = _searcher_study(experiment)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second told to the same study
+    assert study.trials[0].params == first[0].params and study.trials[0].value == first[0].value
 
 
 @pytest.mark.slow
@@ -538,74 +565,6 @@ def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_
     assert len(errors) == 2 and all("Failure # 2" in e.read_text() for e in errors)  # tried twice each
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert all(row["stop_reason"].startswith("error: ") for row in summary)
-
-
-def _searcher_study(experiment: Path):
-    """The optuna study in the newest searcher state Tune saved with the experiment (None before the first)."""
-    import pickle
-
-    # named by session start; not by mtime: Tune's final sync rewrites every session's file within a millisecond
-    states = sorted(experiment.glob("searcher-state-*.pkl"))
-    if not states:
-        return None
-    try:
-        return pickle.loads(states[-1].read_bytes())["_ot_study"]
-    except (EOFError, pickle.UnpicklingError):  # caught mid-write
-        return None
-
-
-@pytest.mark.slow
-def test_a_resumed_optuna_sweep_keeps_its_searchers_history(tmp_path):
-    """The driver is killed once the first trial is done and told to optuna; --resume restores the study."""
-    import os
-    import signal
-    import time
-
-    import yaml
-    from optuna.trial import TrialState
-
-    config = tmp_path / "sweep.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                **TINY,
-                "train": {**TINY["train"], "steps": 40},
-                "tune": {
-                    "num_samples": 2,
-                    "max_concurrent": 1,
-                    "scheduler": {"name": "fifo"},
-                    "search_alg": {"name": "optuna"},
-                    "search_space": {"optim.d.lr": {"loguniform": [1.0e-4, 1.0e-3]}},
-                },
-            }
-        )
-    )
-    command = [sys.executable, "-m", "raygan.tune", str(config), "--storage", str(tmp_path), "--name", "sweep"]
-    experiment = tmp_path / "sweep"
-
-    def told() -> list:
-        study = _searcher_study(experiment)
-        return [t for t in study.trials if t.state == TrialState.COMPLETE] if study else []
-
-    with open(tmp_path / "first.log", "w") as log:
-        driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 600
-        while time.time() < deadline and not told():  # the first trial's FID has reached the saved searcher
-            time.sleep(1)
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    first = told()
-    assert len(first) == 1, (tmp_path / "first.log").read_text()[-3000:]
-
-    with open(tmp_path / "resumed.log", "w") as log:
-        resumed = subprocess.run(
-            command + ["--resume", "--json"], stdout=subprocess.PIPE, stderr=log, text=True, timeout=900
-        )
-    assert resumed.returncode == 0, (tmp_path / "resumed.log").read_text()[-3000:]
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["trials"] == 2
-    study = _searcher_study(experiment)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2  # the second told to the same study
-    assert study.trials[0].params == first[0].params and study.trials[0].value == first[0].value
 
 
 @pytest.mark.slow
