@@ -515,6 +515,23 @@ def test_searchers_take_raygan_spaces_are_seeded_and_limited_to_max_concurrent(n
         assert config["model.g_activation"] in ("relu", "leaky_relu")
 
 
+def test_random_search_draws_the_same_configs_from_the_same_seed(tmp_path):
+    from ray.tune.experiment import Experiment
+
+    from raygan.tune import make_search_alg, to_tune_domain
+
+    def drawn(seed: int) -> list[dict]:
+        cfg = build_config({**TINY, "seed": seed, "tune": {"max_concurrent": 8, "search_space": SEARCHABLE}})
+        sampler = make_search_alg(cfg)
+        space = {key: to_tune_domain(spec) for key, spec in SEARCHABLE.items()}
+        experiment = Experiment("sweep", lambda config: None, config=space, num_samples=3, storage_path=str(tmp_path))
+        sampler.add_configurations([experiment])
+        return [trial.config for trial in iter(sampler.next_trial, None)]
+
+    first = drawn(0)
+    assert len(first) == 3 and first == drawn(0) and first != drawn(1)
+
+
 def test_tpe_models_after_a_quarter_of_the_sweep_not_after_optunas_ten_random_trials():
     from raygan.tune import make_search_alg, tpe_startup_trials
 

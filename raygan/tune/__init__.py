@@ -218,14 +218,16 @@ SEARCHER_PACKAGES = {"optuna": ["optuna"], "bohb": ["hpbandster", "ConfigSpace"]
 
 
 def make_search_alg(cfg: Config):
-    """None for `random` (Tune's own sampler); otherwise a searcher seeded from the config's seed that
-    proposes at most tune.max_concurrent trials at once. Its state is saved with the experiment, so
-    `--resume` continues its history (Tuner.restore reloads it)."""
+    """Tune's own sampler for `random` (grids included), or a model-based searcher: seeded from the config's
+    seed (the same seed draws the same configs) and proposing at most tune.max_concurrent trials at once.
+    Its state is saved with the experiment, so `--resume` continues its history (Tuner.restore reloads it)."""
     import importlib.util
 
     name = cfg.tune.search_alg["name"]
     if name == "random":
-        return None
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(max_concurrent=cfg.tune.max_concurrent, random_state=cfg.seed)
     missing = [package for package in SEARCHER_PACKAGES[name] if importlib.util.find_spec(package) is None]
     if missing:
         hint = "pip install 'raygan[bohb]'" if name == "bohb" else f"pip install {missing[0]}"
@@ -596,7 +598,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                     mode="min",
                     num_samples=cfg.tune.num_samples,
                     search_alg=search_alg,
-                    max_concurrent_trials=None if search_alg else cfg.tune.max_concurrent,  # a searcher has its limiter
+                    max_concurrent_trials=None,  # the search algorithm limits it
                     scheduler=make_scheduler(cfg),
                     time_budget_s=cfg.tune.time_budget_s,
                     reuse_actors=False,  # a restarted trial gets a fresh process: its old Train run dies with it
