@@ -8,7 +8,7 @@ The sweep is benchmarks/search.yaml: the digits FID recipe's nets at 8x8, 16 tri
 two at a time (1 CPU each), evaluations every quarter of the steps, over both learning rates, D's layer
 count, G's EMA and label smoothing. ASHA stops weak trials at 100 or 200 steps; BOHB's HyperBand sizes its
 brackets from max_t (the 4 evaluations in train.steps) and the reduction factor (2). A seed sets the
-config's `seed`: the searcher's seed (optuna, BOHB; Tune's random sampler takes none) and every trial's
+config's `seed`: the searcher's seed (Tune's random sampler, optuna, BOHB) and every trial's
 training seed.
 Measured 2026-11-29 on the quiet 2-core machine: a sweep's wall time was 4.2-4.6 minutes (random),
 4.1-4.8 (optuna) and 6.0-6.7 (BOHB), much of it trials starting their Train workers (~20 s each, BOHB's
