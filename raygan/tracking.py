@@ -96,6 +96,11 @@ def read_grid(run_uri: str, step: int) -> bytes | None:
     return storage.read_bytes(storage.join(run_uri, GRIDS, grid_name(step)))
 
 
+def result_grid(result: dict) -> bytes | None:
+    """The grid of the evaluation a sweep trial reported (Tune sees evaluations only, each naming its run)."""
+    return read_grid(result["run"], int(result["step"])) if result.get("run") else None
+
+
 def grid_image(png: bytes):
     """PNG bytes -> an H x W x C uint8 array, as W&B (and Ray's W&B callback) take images."""
     import numpy as np
@@ -288,7 +293,7 @@ def _mlflow_callback_class():
             )
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-            grid = read_grid(result["run"], int(result["step"])) if result.get("run") else None
+            grid = result_grid(result)
             metrics = {key: value for key, value in result.items() if key != "config"}  # the config is in params
             mlflow_log_report(mlflow_client(self.tracking_uri), self._trial_runs[trial], metrics, grid)
 
@@ -311,7 +316,7 @@ def _wandb_callback_class():
             super().log_trial_start(trial)
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-            grid = read_grid(result["run"], int(result["step"])) if result.get("run") else None
+            grid = result_grid(result)
             super().log_trial_result(iteration, trial, {**result, **({"samples": grid_image(grid)} if grid else {})})
 
     return TrialsToWandb

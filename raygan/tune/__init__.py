@@ -268,6 +268,8 @@ def _forward_to_tune():
     from ray.train.v2.api.callback import UserCallback
     from ray.util.queue import Queue
 
+    from raygan.train.ray_train import checkpoint_uri
+
     class ForwardEvaluations(UserCallback):
         def __init__(self):
             self.queue = Queue(actor_options={"num_cpus": 0})
@@ -275,7 +277,7 @@ def _forward_to_tune():
 
         def after_report(self, run_context, metrics, checkpoint):
             result = dict(metrics[0])
-            uri = storage.uri_of(checkpoint.filesystem, checkpoint.path) if checkpoint is not None else None
+            uri = checkpoint_uri(checkpoint) if checkpoint is not None else None
             if uri is not None and result.get("new_best"):
                 self.best_checkpoint = uri
             if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
@@ -589,7 +591,6 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
         if resume:
             tuner = tune.Tuner.restore(trainable=trainable, resume_errored=True, **restore_args(experiment_uri))
         else:
-            search_alg = make_search_alg(cfg)
             tuner = tune.Tuner(
                 trainable,
                 param_space={key: to_tune_domain(spec) for key, spec in cfg.tune.search_space.items()},
@@ -597,7 +598,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
                     metric="fid",
                     mode="min",
                     num_samples=cfg.tune.num_samples,
-                    search_alg=search_alg,
+                    search_alg=make_search_alg(cfg),
                     max_concurrent_trials=None,  # the search algorithm limits it
                     scheduler=make_scheduler(cfg),
                     time_budget_s=cfg.tune.time_budget_s,
