@@ -301,11 +301,24 @@ def _mlflow_callback_class():
 
 
 def _wandb_callback_class():
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class WandbActorThatFlushes(_WandbLoggingActor):
+        """Ray's W&B logging actor, waiting for W&B's service to write the run out before it returns.
+
+        `wandb.finish()` returns before the service has closed the run's files, and Ray kills the actor,
+        with its child processes (the service), as soon as `run` returns: under load that lost the tail of
+        a trial's history. `wandb.teardown()` is the atexit hook that a killed actor never runs."""
+
+        def run(self):
+            super().run()
+            self._wandb.teardown()
 
     class TrialsToWandb(WandbLoggerCallback):
         """Ray's W&B callback (a logging actor per trial), with the resolved config as the run's config
         (Ray's: the sampled values only) and each evaluation's grid as the image `samples`."""
+
+        _logger_actor_cls = WandbActorThatFlushes
 
         def __init__(self, resolve: Callable[[dict], Config], **kwargs):
             super().__init__(**kwargs)

@@ -288,6 +288,46 @@ def test_a_train_run_is_logged_to_mlflow_and_wandb(ray_session, mlflow_server, t
     assert_no_credentials(storage, server_root, tracking_env, text=out.out + out.err)
 
 
+def child_processes() -> list[int]:
+    """The PIDs of this process's children (W&B's service is one while a W&B connection is open)."""
+    me, children = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        if fields[1] == me:
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.slow
+def test_the_wandb_logging_actor_returns_only_when_the_run_is_written_out(ray_session, tracking_env):
+    """Ray kills a trial's logging actor, and its child processes with it, as soon as `run` returns. W&B's
+    `finish()` returns before its service has written the run's last records: under load a sweep lost
+    the tail of a trial's history. By the time `run` returns the service must be gone and the file whole."""
+    import ray
+    from ray.air.integrations.wandb import _QueueItem
+    from ray.util.queue import Queue
+
+    from raygan.tracking import _wandb_callback_class
+
+    actor_class = ray.remote(num_cpus=0)(_wandb_callback_class()._logger_actor_cls)
+    queue = Queue()
+    wandb_dir = str(tracking_env)  # the actor's environment is the Ray node's, not this test's
+    logger = actor_class.remote(wandb_dir, queue, [], [], project="raygan-test", mode="offline", dir=wandb_dir)
+    for step in (1, 2):
+        queue.put((_QueueItem.RESULT, {"fid": 10.0 / step, "training_iteration": step}))
+    queue.put((_QueueItem.END, None))
+    ray.get(logger.run.remote(), timeout=300)
+    left = ray.get(logger.__ray_call__.remote(lambda _: child_processes()))
+    ray.kill(logger)
+
+    assert left == []  # nothing left for Ray's kill to cut short
+    records = wandb_records(next((tracking_env / "wandb").glob("offline-run-*")))
+    assert [r["fid"] for r in records["history"]] == [10.0, 5.0], records
+
+
 @pytest.mark.slow
 def test_a_sweep_logs_each_trial_through_rays_callbacks(ray_session, mlflow_server, tracking_env, tmp_path, capsys):
     uri, server_root = mlflow_server
