@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -324,7 +324,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
         with ray_connection([(cfg.scaling, {})]):
             if tracker is None:
                 return trainer(cfg, name, storage_path, started_at=started_at).fit()
-            forward = _forward_reports()
+            forward = forward_reports()
             with _logging_reports(forward, tracker):
                 result = trainer(cfg, name, storage_path, callbacks=[forward], started_at=started_at).fit()
             return result
@@ -333,9 +333,10 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
             tracker.finish(best_checkpoint(result) if result is not None else None, failed=result is None)
 
 
-def _forward_reports():
-    """A Ray Train callback (it runs in the Train controller) that queues every report, rank 0's metrics
-    and its checkpoint's URI, for the driver: only the driver's environment holds the trackers' credentials."""
+def forward_reports(select: Callable[[dict, str | None], dict | None] | None = None):
+    """A Ray Train callback (it runs in the Train controller) that queues rank 0's reports, each with its
+    checkpoint's URI, for the driver. `select(metrics, uri)` says what to queue (None: nothing); without
+    it, every report."""
     from ray.train.v2.api.callback import UserCallback
     from ray.util.queue import Queue
 
@@ -345,25 +346,31 @@ def _forward_reports():
 
         def after_report(self, run_context, metrics, checkpoint):
             uri = checkpoint_uri(checkpoint) if checkpoint is not None else None
-            self.queue.put((dict(metrics[0]), uri))
+            report = dict(metrics[0]) if select is None else select(dict(metrics[0]), uri)
+            if report is not None:
+                self.queue.put((report, uri))
 
     return ForwardReports()
 
 
+def drain(forward, running: Callable[[], bool], handle: Callable[[dict, str | None], None]) -> None:
+    """Hands each report `forward` queued to `handle` while `running()`, then the rest."""
+    while running() or not forward.queue.empty():
+        try:
+            metrics, uri = forward.queue.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        handle(metrics, uri)
+
+
 @contextlib.contextmanager
 def _logging_reports(forward, tracker):
-    """While the run trains, a thread hands each forwarded report to the tracker; on leaving, the rest."""
+    """While the run trains, a thread hands each forwarded report to the tracker; on leaving, the rest.
+    Only the driver's environment holds the trackers' credentials."""
     done = threading.Event()
-
-    def drain():
-        while not (done.is_set() and forward.queue.empty()):
-            try:
-                metrics, checkpoint = forward.queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            tracker.log(metrics, checkpoint)
-
-    logger = threading.Thread(target=drain, name="raygan-tracking", daemon=True)
+    logger = threading.Thread(
+        target=drain, args=(forward, lambda: not done.is_set(), tracker.log), name="raygan-tracking", daemon=True
+    )
     logger.start()
     try:
         yield

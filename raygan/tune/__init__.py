@@ -18,7 +18,6 @@ import io
 import itertools
 import json
 import math
-import queue
 import re
 import tempfile
 import threading
@@ -263,31 +262,19 @@ def tpe_startup_trials(num_samples: int) -> int:
 # the trial: a TorchTrainer driven from a Tune function trainable
 
 
-def _forward_to_tune():
-    """A Ray Train callback (it runs in the Train controller) that queues each evaluation for Tune."""
-    from ray.train.v2.api.callback import UserCallback
-    from ray.util.queue import Queue
+class EvaluationsForTune:
+    """What a trial's report forwarder queues for Tune (it runs in the Train controller): evaluations only,
+    each carrying the objective and the run's best checkpoint so far."""
 
-    from raygan.train.ray_train import checkpoint_uri
+    def __init__(self):
+        self.best_checkpoint = None
 
-    class ForwardEvaluations(UserCallback):
-        def __init__(self):
-            self.queue = Queue(actor_options={"num_cpus": 0})
-            self.best_checkpoint = None
-
-        def after_report(self, run_context, metrics, checkpoint):
-            result = dict(metrics[0])
-            uri = checkpoint_uri(checkpoint) if checkpoint is not None else None
-            if uri is not None and result.get("new_best"):
-                self.best_checkpoint = uri
-            if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
-                self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
-            if not result.get("evaluated"):  # Tune sees evaluations only: each carries the objective
-                return
-            result["best_checkpoint"] = self.best_checkpoint
-            self.queue.put((result, uri))
-
-    return ForwardEvaluations()
+    def __call__(self, result: dict, uri: str | None) -> dict | None:
+        if uri is not None and result.get("new_best"):
+            self.best_checkpoint = uri
+        if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
+            self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
+        return {**result, "best_checkpoint": self.best_checkpoint} if result.get("evaluated") else None
 
 
 def _earlier_best(checkpoint: str, best_step: int) -> str | None:
@@ -340,7 +327,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune
 
-    from raygan.train.ray_train import trainer
+    from raygan.train.ray_train import drain, forward_reports, trainer
 
     cfg = trial_config(base, params)
     trial_id = tune.get_context().get_trial_id()
@@ -354,7 +341,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
             run_name = f"{trial_id}-from-{pointer['trial']}-{pointer['step']}"
         else:  # a retry (tune.max_failures) or --resume: the run that wrote the pointer, which may be an exploit's
             run_name = storage.basename(_run_of(pointer["path"]))
-    forward = _forward_to_tune()
+    forward = forward_reports(EvaluationsForTune())
     train_run = trainer(
         cfg,
         run_name,
@@ -371,17 +358,14 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         except BaseException as e:  # re-raised in the trial's thread
             outcome["error"] = e
 
+    def report(metrics: dict, checkpoint_path: str | None) -> None:
+        pointer = _pointer_checkpoint(checkpoint_path, trial_id, metrics["step"]) if checkpoint_path else None
+        run = storage.join(experiment_root, "runs", run_name)  # the trackers find its grids there
+        tune.report({**metrics, "run": run}, checkpoint=pointer)
+
     runner = threading.Thread(target=fit, daemon=True)
     runner.start()
-    while runner.is_alive() or not forward.queue.empty():
-        try:
-            metrics, checkpoint_path = forward.queue.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        pointer = _pointer_checkpoint(checkpoint_path, trial_id, metrics["step"]) if checkpoint_path else None
-        tune.report(
-            {**metrics, "run": storage.join(experiment_root, "runs", run_name)}, checkpoint=pointer
-        )  # its grids
+    drain(forward, runner.is_alive, report)
     runner.join()
     if "error" in outcome:
         raise outcome["error"]
