@@ -311,8 +311,10 @@ def _wandb_callback_class():
         a trial's history. `wandb.teardown()` is the atexit hook that a killed actor never runs."""
 
         def run(self):
-            super().run()
-            self._wandb.teardown()
+            try:
+                super().run()
+            finally:  # also completes a run that an error left open, with what it logged so far
+                self._wandb.teardown()
 
     class TrialsToWandb(WandbLoggerCallback):
         """Ray's W&B callback (a logging actor per trial), with the resolved config as the run's config

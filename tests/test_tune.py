@@ -240,6 +240,18 @@ def _result(trial: str, config: dict, metrics: dict | None = None, error: BaseEx
     return SimpleNamespace(path=path, config=config, metrics=metrics or {"trial_id": trial}, error=error)
 
 
+def test_tune_sees_evaluations_only_each_with_the_runs_best_checkpoint_so_far():
+    from raygan.tune import EvaluationsForTune
+
+    select = EvaluationsForTune()
+    assert select({"step": 10, "evaluated": False}, None) is None  # a plain report: not for Tune
+    first = select({"step": 20, "evaluated": True, "new_best": True, "fid": 9.0}, "/r/checkpoint_0000020")
+    assert first["best_checkpoint"] == "/r/checkpoint_0000020" and first["fid"] == 9.0
+    assert select({"step": 30, "evaluated": False}, "/r/checkpoint_0000030") is None
+    worse = select({"step": 40, "evaluated": True, "new_best": False, "fid": 12.0}, "/r/checkpoint_0000040")
+    assert worse["best_checkpoint"] == "/r/checkpoint_0000020"  # the best stays the best
+
+
 def test_a_trial_restored_at_the_last_pbt_point_keeps_its_own_id_and_row_in_the_summary():
     """PBT restoring a trial at its last perturbation point leaves the donor's metrics as its Result's."""
     import pandas as pd

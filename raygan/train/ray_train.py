@@ -335,8 +335,8 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
 
 def forward_reports(select: Callable[[dict, str | None], dict | None] | None = None):
     """A Ray Train callback (it runs in the Train controller) that queues rank 0's reports, each with its
-    checkpoint's URI, for the driver. `select(metrics, uri)` says what to queue (None: nothing); without
-    it, every report."""
+    checkpoint's URI, for the process that drains it (`drain`). `select(metrics, uri)` says what to queue
+    (None: nothing); without it, every report."""
     from ray.train.v2.api.callback import UserCallback
     from ray.util.queue import Queue
 
@@ -353,7 +353,7 @@ def forward_reports(select: Callable[[dict, str | None], dict | None] | None = N
     return ForwardReports()
 
 
-def drain(forward, running: Callable[[], bool], handle: Callable[[dict, str | None], None]) -> None:
+def drain(forward: Any, running: Callable[[], bool], handle: Callable[[dict, str | None], None]) -> None:
     """Hands each report `forward` queued to `handle` while `running()`, then the rest."""
     while running() or not forward.queue.empty():
         try:
