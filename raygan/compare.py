@@ -13,13 +13,14 @@ evenly, so fixed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
 import torch
 
 from raygan.checkpoint import is_checkpoint_or_run
-from raygan.errors import UserError
+from raygan.errors import ConfigError, UserError
 from raygan.metrics.evaluator import fixed_latents
 from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
@@ -52,7 +53,10 @@ def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[tor
     elif is_checkpoint_or_run(spec):
         return sample_checkpoint(spec, num or DEFAULT_FAKE_SAMPLES)
     elif path.is_dir():
-        images = read_folder(DataConfig(name="folder", path=spec, image_size=size, channels=3)).images
+        folder = read_folder(DataConfig(name="folder", path=spec, image_size=size, channels=3))
+        images = folder.images[: num or len(folder.images)]
+        skipped = f", {folder.skipped} undecodable files skipped" if folder.skipped else ""
+        return images, f"{spec} ({len(images)} images{skipped})"
     else:
         raise UserError(f"{spec}: not a built-in dataset ({', '.join(BUILTIN)}), folder, .npz or checkpoint")
     images = images[: num or len(images)]
@@ -86,18 +90,39 @@ def default_features(*specs: str) -> str:
     return "emoji" if any(spec.partition(":")[0] == "emoji" for spec in specs) else "digits"
 
 
+# `raygan fid`'s errors name its flags, not the config keys the shared loaders name
+FID_FLAGS = {"eval.features": "--features", "eval.inception_weights": "--inception-weights"}
+
+
+@contextlib.contextmanager
+def errors_named(flag: str | None = None):
+    """UserErrors re-raised naming `flag` instead of data.path (or --features for eval.features, ...)."""
+    try:
+        yield
+    except ConfigError as e:
+        raise UserError(f"{FID_FLAGS.get(e.key, flag or e.key)}: {str(e).removeprefix(e.key + ': ')}") from None
+    except UserError as e:
+        if flag is None:
+            raise
+        raise UserError(f"{flag}: {str(e).removeprefix('data.path: ')}") from None
+
+
 def fid_between(
     real: str, fake: str, features: str | None = None, num: int | None = None, inception_weights: str | None = None
 ) -> dict:
     features = features or default_features(fake, real)
     size = _checkpoint_size(fake) or _checkpoint_size(real)
-    real_images, real_text = load_images(real, num, size)
-    fake_images, fake_text = load_images(fake, num, size or real_images.shape[-1])
+    with errors_named("--real"):
+        real_images, real_text = load_images(real, num, size)
+    with errors_named("--fake"):
+        fake_images, fake_text = load_images(fake, num, size or real_images.shape[-1])
     if real_images.shape[1] != fake_images.shape[1]:
-        raise UserError(f"{fake}: {fake_images.shape[1]} channels, but {real} has {real_images.shape[1]}")
+        theirs, ours = channels(real_images.shape[1]), channels(fake_images.shape[1])
+        raise UserError(f"--fake: {fake} has {ours}, but --real {real} has {theirs}")
     if min(len(real_images), len(fake_images)) < 2:
         raise UserError("--num: FID needs at least 2 images on each side")
-    out = image_metrics(real_images, fake_images, features, inception_weights)
+    with errors_named():
+        out = image_metrics(real_images, fake_images, features, inception_weights)
     return {
         **out,
         "features": features,
@@ -106,6 +131,10 @@ def fid_between(
         "num_real": len(real_images),
         "num_fake": len(fake_images),
     }
+
+
+def channels(n: int) -> str:
+    return f"{n} channel" if n == 1 else f"{n} channels"
 
 
 def image_metrics(

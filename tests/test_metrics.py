@@ -161,14 +161,16 @@ def test_fid_command_on_datasets_and_npz(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--real", "digits", "--fake", "/no/such/thing"], "/no/such/thing"),
-        (["--real", "digits:validation", "--fake", "digits"], "digits:validation"),
-        (["--real", "digits", "--fake", "stacked-digits"], "channels"),
-        (["--real", "digits", "--fake", "digits", "--features", "inception"], "eval.features"),
-        (["--real", "digits", "--fake", "digits", "--features", "nonsense"], "eval.features"),
+        (["--real", "digits", "--fake", "/no/such/thing"], "--fake: /no/such/thing: not a built-in dataset"),
+        (["--real", "digits", "--fake", "/no/such/thing.npz"], "--fake: /no/such/thing.npz: no such file"),
+        (["--real", "digits:validation", "--fake", "digits"], "--real: digits:validation: split must be"),
+        (["--real", "digits", "--fake", "stacked-digits"], "stacked-digits has 3 channels, but --real digits has 1 "),
+        (["--real", "digits", "--fake", "digits", "--features", "inception"], "--features: inception needs"),
+        (["--real", "digits", "--fake", "digits", "--features", "nonsense"], "--features: 'nonsense' is not"),
     ],
 )
 def test_fid_command_bad_input(args, needle):
+    """Its errors name its own flags, not the config keys (data.path, eval.features) the loaders share."""
     result = raygan("fid", *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and needle in result.stderr and "Traceback" not in result.stderr
@@ -188,6 +190,7 @@ def test_torchscript_extractor_and_folder_spec(tmp_path):
     folder.mkdir()
     for i in range(40):
         Image.fromarray(np.full((8, 8, 3), 3 * i, np.uint8)).save(folder / f"{i}.png")
+    (folder / "truncated.png").write_bytes(b"\x89PNG not really")
     np.savez(tmp_path / "bright.npz", images=np.full((40, 3, 8, 8), 250, np.uint8))
     result = raygan(
         "fid",
@@ -200,4 +203,5 @@ def test_torchscript_extractor_and_folder_spec(tmp_path):
         "--json",
     )
     assert result.returncode == 0, result.stderr
+    assert f"real: {folder} (40 images, 1 undecodable files skipped)" in result.stdout
     assert json.loads(result.stdout.strip().splitlines()[-1])["fid"] > 0.5
