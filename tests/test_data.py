@@ -46,6 +46,21 @@ def test_folder_with_classes_skips_bad_files(tmp_path):
     assert data.images.shape == (6, 3, 16, 16)
 
 
+@pytest.mark.parametrize("height, width", [(10, 30), (30, 10)])
+def test_non_square_images_are_cropped_to_their_centre_not_squashed(tmp_path, height, width):
+    """White in the centred square, black beyond it: a crop keeps only white, a squash would not."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    picture[top : top + side, left : left + side] = 255
+    Image.fromarray(picture).save(tmp_path / "wide.png")
+    np.savez(tmp_path / "wide.npz", images=picture[None])
+    folder = load_dataset(DataConfig(name="folder", path=str(tmp_path), image_size=8, channels=3))
+    npz = load_dataset(DataConfig(name="npz", path=str(tmp_path / "wide.npz"), image_size=8))
+    for data in (folder, npz):
+        assert data.images.shape == (1, 3, 8, 8) and data.images.min() > 0.99
+
+
 def test_empty_or_missing_sources_name_the_path(tmp_path):
     with pytest.raises(UserError, match=f"data.path: {tmp_path}: no readable images"):
         load_dataset(DataConfig(name="folder", path=str(tmp_path)))

@@ -84,6 +84,15 @@ class StackedDigits(ImageDataset):
         return images, digit_labels[:, 0] * 100 + digit_labels[:, 1] * 10 + digit_labels[:, 2]
 
 
+def center_square(images: torch.Tensor) -> torch.Tensor:
+    """The centred square of N x C x H x W images, as GAN datasets are prepared (a 178 x 218 face is
+    cropped to 178 x 178, not squashed)."""
+    height, width = images.shape[-2:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return images[..., top : top + side, left : left + side]
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of N x C x H x W floats (antialiased when shrinking)."""
     if images.shape[-2:] == (size, size):
@@ -170,12 +179,12 @@ def decode_image(data: bytes, channels: int, background: str = "white") -> np.nd
 
 
 def images_to_tensor(arrays: list[np.ndarray], image_size: int) -> torch.Tensor:
-    """uint8 H x W (x C) arrays of any size -> N x C x size x size floats in [-1, 1]."""
+    """uint8 H x W (x C) arrays of any size -> N x C x size x size floats in [-1, 1] (centred squares)."""
     out = []
     for array in arrays:
         x = torch.from_numpy(np.array(array, dtype=np.float32))
         x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
-        out.append(resize(x[None] / 127.5 - 1.0, image_size)[0])
+        out.append(resize(center_square(x[None]) / 127.5 - 1.0, image_size)[0])
     return torch.stack(out).clamp(-1, 1)
 
 
@@ -280,7 +289,7 @@ def npz_images(path: str, image_size: int) -> TensorImages:
         x = x.permute(0, 3, 1, 2)
     x = x.float() / 127.5 - 1.0 if images.dtype == np.uint8 else x.float()
     labels_t = torch.from_numpy(np.asarray(labels).astype(np.int64))
-    return TensorImages(resize(x, image_size).clamp(-1, 1), labels_t, int(labels_t.max()) + 1)
+    return TensorImages(resize(center_square(x), image_size).clamp(-1, 1), labels_t, int(labels_t.max()) + 1)
 
 
 def load_dataset(cfg: DataConfig, split: str = "train", seed: int = 0) -> ImageDataset:
