@@ -137,7 +137,8 @@ def test_real_statistics_are_computed_once_per_dataset_and_extractor(tmp_path, m
     assert (computed, computed_again, len(calls)) == (True, False, 1)
     assert torch.equal(first["features"], again["features"]) and first["class_hist"].sum() == 1437
     real_statistics(DataConfig(image_size=32), extractor, str(tmp_path), labelled=True)  # another key
-    assert len(calls) == 2 and len(list((tmp_path / ".raygan_cache").iterdir())) == 2
+    real_statistics(DataConfig(image_size=16, background="black"), extractor, str(tmp_path), labelled=True)  # too
+    assert len(calls) == 3 and len(list((tmp_path / ".raygan_cache").iterdir())) == 3
 
 
 def raygan(*args):

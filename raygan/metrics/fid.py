@@ -32,7 +32,7 @@ DIVERSITY_SAMPLES = 500  # images in the fixed batch whose pairwise feature dist
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 50
 CACHE_FOLDER = ".raygan_cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: non-square images are centre-cropped, not squashed
 
 
 class Passthrough(nn.Module):
@@ -168,7 +168,13 @@ def real_images(cfg: DataConfig, limit: int = REAL_SAMPLES) -> tuple[torch.Tenso
 def cache_key(cfg: DataConfig, extractor_identity: str) -> str:
     spec = {
         "version": CACHE_VERSION,
-        "data": {"name": cfg.name, "path": cfg.path, "image_size": cfg.image_size, "channels": cfg.channels},
+        "data": {
+            "name": cfg.name,
+            "path": cfg.path,
+            "image_size": cfg.image_size,
+            "channels": cfg.channels,
+            "background": cfg.background,  # what transparent pixels show
+        },
         "extractor": extractor_identity,
         "real_samples": REAL_SAMPLES,
     }
