@@ -47,20 +47,19 @@ def load_images(spec: str, num: int | None, image_size: int | None) -> tuple[tor
         n = min(num or len(dataset), len(dataset))
         images, _ = dataset.batch(torch.linspace(0, len(dataset) - 1, n).round().long())
         return images, f"{spec} ({n} images)"
-    path = Path(spec).expanduser()
+    path, skipped = Path(spec).expanduser(), ""
     if path.suffix == ".npz":
         images = npz_images(spec, size).images
     elif is_checkpoint_or_run(spec):
         return sample_checkpoint(spec, num or DEFAULT_FAKE_SAMPLES)
     elif path.is_dir():
         folder = read_folder(DataConfig(name="folder", path=spec, image_size=size, channels=3))
-        images = folder.images[: num or len(folder.images)]
+        images = folder.images
         skipped = f", {folder.skipped} undecodable files skipped" if folder.skipped else ""
-        return images, f"{spec} ({len(images)} images{skipped})"
     else:
         raise UserError(f"{spec}: not a built-in dataset ({', '.join(BUILTIN)}), folder, .npz or checkpoint")
     images = images[: num or len(images)]
-    return images, f"{spec} ({len(images)} images)"
+    return images, f"{spec} ({len(images)} images{skipped})"
 
 
 def sample_checkpoint(spec: str, num: int) -> tuple[torch.Tensor, str]:
