@@ -290,15 +290,10 @@ def test_a_train_run_is_logged_to_mlflow_and_wandb(ray_session, mlflow_server, t
 
 def child_processes() -> list[int]:
     """The PIDs of this process's children (W&B's service is one while a W&B connection is open)."""
-    me, children = str(os.getpid()), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended while we looked
-            continue
-        if fields[1] == me:
-            children.append(int(stat.parent.name))
-    return children
+    import psutil
+    import ray  # noqa: F401  puts the psutil it vendors on sys.path
+
+    return [child.pid for child in psutil.Process().children()]
 
 
 @pytest.mark.slow
