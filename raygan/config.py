@@ -90,6 +90,8 @@ class LossConfig:
     r1_gamma: float = within(0, default=0.0)  # R1: (gamma / 2) E||grad D(real)||^2 in D's loss (0: off)
     r2_gamma: float = within(0, default=0.0)  # R2: the same on G's samples (R3GAN uses one gamma for both)
     reg_interval: int = within(1, default=1)  # lazy regularisation: R1/R2 every this many steps, scaled by it
+    lecam: float = within(0, default=0.0)  # LeCam weight: D's scores held near the moving averages of the other side's (0: off)
+    lecam_decay: float = within(0, 1, hi_open=True, default=0.99)  # decay of those two moving averages, per D update
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class TrainConfig:
     d_loss_threshold: float | None = None  # D updated only while its batch loss is above this
     g_loss_threshold: float | None = None  # G updated only while its batch loss is above this
     ema: float = within(0, 1, hi_open=True, default=0.0)  # decay of an EMA of G (0: off); ramps up from 0.1 at first
+    # or the EMA's half-life in thousands of images (StyleGAN2-ADA's ema_kimg): the same averaging at any batch size
+    ema_kimg: float | None = within(0, lo_open=True, default=None)
+    ema_rampup: float | None = within(0, lo_open=True, default=0.05)  # half-life at most this x images seen (null: none)
     eval_every: int = within(1, default=250)  # steps between evaluations
     checkpoint_every: int = within(1, default=250)  # steps between checkpoints (rank 0 writes)
     keep_checkpoints: int = within(1, default=3)  # checkpoints kept in storage (the latest always)
@@ -134,10 +139,15 @@ class TrainConfig:
     max_failures: int = within(-1, default=0)  # worker failures survived by restarting from the last checkpoint
     # stop after this many seconds of training, evaluated and checkpointed; null: no limit
     time_budget_s: float | None = within(0, lo_open=True, default=None)
-    amp: str | None = one_of(None, "bf16", "fp16")  # half precision on CUDA; null: full precision
+    # autocast: bf16 on CUDA or on a CPU with bf16 instructions (else float32), fp16 on CUDA; null: float32
+    amp: str | None = one_of(None, "bf16", "fp16")
     channels_last: bool = True  # NHWC activations: faster convs on CPU (oneDNN, +10-25% here) and CUDA
     compile: bool = False  # torch.compile G and D (pays on long GPU runs; the first steps compile)
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
+
+    @property
+    def uses_ema(self) -> bool:
+        return self.ema > 0 or self.ema_kimg is not None
 
 
 @dataclass(frozen=True)
@@ -539,8 +549,10 @@ def validate(cfg: Config) -> None:
 
     if t.ada_target is not None and not t.augment:
         raise ConfigError("train.ada_target", "adapts the probability of train.augment's transforms; list some there")
-    if t.amp and not s.use_gpu:
-        raise ConfigError("train.amp", f"{t.amp} needs scaling.use_gpu: true (CPU runs in float32)")
+    if t.amp == "fp16" and not s.use_gpu:
+        raise ConfigError("train.amp", "fp16 needs scaling.use_gpu: true (on a CPU, bf16)")
+    if t.ema and t.ema_kimg is not None:
+        raise ConfigError("train.ema_kimg", f"an EMA is a decay (train.ema: {t.ema}) or a half-life, not both")
 
     if t.batch_size % s.num_workers:  # first: a worker's batch is only defined once the split is even
         raise ConfigError("train.batch_size", f"{t.batch_size} does not split evenly over {s.num_workers} workers")

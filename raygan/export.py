@@ -52,7 +52,7 @@ def export_metadata(cfg: Config, meta: dict[str, Any]) -> dict[str, Any]:
         "inputs": ["z", "labels"] if conditional else ["z"],
         "output": "images",
         "arch": cfg.model.arch,
-        "ema": cfg.train.ema > 0,
+        "ema": cfg.train.uses_ema,
         "step": meta.get("step"),
         "fid": meta.get("fid"),
         "checkpoint": meta["checkpoint"],

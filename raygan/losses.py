@@ -5,7 +5,7 @@
     LOSSES["rpgan"].g(fake_logits, real_logits)   # relativistic losses pair each fake with a real
 
 `gan` D losses also take per-sample targets (label smoothing and flipping make them soft). R1 and R2
-(`gradient_norm_penalty` on real or generated images) regularise any of them.
+(`gradient_norm_penalty` on real or generated images) and LeCam (`lecam`) regularise any of them.
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ def d_rpgan(real_logits, fake_logits):
 def g_rpgan(fake_logits, real_logits):
     """G's side of the pairing: each fake should score above its real, softplus(D(real) - D(fake))."""
     return F.softplus(real_logits - fake_logits).mean()
+
+
+def lecam(real_logits, fake_logits, ema_real, ema_fake):
+    """LeCam regulariser (Tseng et al., CVPR 2021): D's scores on real images held below the moving average
+    of its fake scores and vice versa, so a D that memorises a small dataset cannot drive them apart."""
+    return F.relu(real_logits - ema_fake).square().mean() + F.relu(ema_real - fake_logits).square().mean()
 
 
 def gradient_norm_penalty(D: Callable, images: torch.Tensor, labels=None) -> torch.Tensor:

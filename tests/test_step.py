@@ -6,6 +6,7 @@ import torch
 from raygan.checkpoint import STATE, safe_load, write_checkpoint
 from raygan.config import build_config
 from raygan.data import indexed_batches, load_dataset
+from raygan.losses import lecam as losses_lecam
 from raygan.train.step import STANDING_BATCHES, GANEngine, unwrap
 
 TINY = {
@@ -53,6 +54,7 @@ VARIANTS = [
     ["train.augment=[translation, cutout]", "loss.name=wgan-gp", "model.d_norm=layer"],
     ["loss.name=rpgan", "model.arch=resnet", "model.d_norm=none", "loss.r1_gamma=1", "loss.r2_gamma=1"],
     ["train.augment=[color, translation]", "train.ada_target=0.6", "train.augment_p=0.2", "data.xflip=true"],
+    ["loss.name=hinge", "loss.lecam=0.1", "train.ema_kimg=0.1", "train.amp=bf16"],
 ]
 
 
@@ -89,6 +91,46 @@ def test_ema_follows_the_generator():
     ema = torch.cat([p.flatten() for p in engine.G_ema.parameters()])
     g = torch.cat([p.detach().flatten() for p in engine.G.parameters()])
     assert not torch.equal(ema, start) and not torch.equal(ema, g)
+
+
+def test_ema_half_life_halves_a_weight_every_ema_kimg_thousand_images():
+    """Decay 0.5 ** (batch / half-life), the half-life held to rampup x images seen until it reaches ema_kimg."""
+    engine, _ = make(tiny("train.batch_size=16", "train.ema_kimg=0.8", "train.ema_rampup=0.5"))
+    engine.step = 9  # 160 images seen by the end of this step: half-life min(800, 80) = 80 images
+    assert engine.ema_decay() == pytest.approx(0.5 ** (16 / 80))
+    engine.step = 199  # 3,200 images: 1,600 > 800, the full half-life
+    assert engine.ema_decay() == pytest.approx(0.5 ** (16 / 800))
+    engine, _ = make(tiny("train.batch_size=16", "train.ema_kimg=0.8", "train.ema_rampup=null"))
+    assert engine.ema_decay() == pytest.approx(0.5 ** (16 / 800))  # no ramp: from the first step
+    engine, _ = make(tiny("train.ema=0.999"))
+    assert engine.ema_decay() == pytest.approx(0.1)  # the decay form still warms up from 0.1
+
+
+def test_lecam_pulls_each_side_toward_the_others_moving_average():
+    """D's loss gains lecam * (mean relu(D(real) - avg D(fake))^2 + mean relu(avg D(real) - D(fake))^2),
+    computed against the averages before this batch; then the averages follow the batch."""
+    engine, dataset = make(tiny("loss.name=hinge", "loss.lecam=0.5", "loss.lecam_decay=0.9"))
+    D = engine.adversaries[0].net
+    original_forward = D.forward
+    scores = iter([torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0])] * 2)  # real, fake, real, fake
+    D.forward = lambda images, labels=None: original_forward(images, labels)[:2] * 0 + next(scores)
+    real, fake = torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    engine._lecam_ema = torch.tensor([0.5, -0.5])
+    engine.step = 1  # past the first batch, which only sets the averages
+    engine._adversary_update(engine.adversaries[0], real, None, fake, None, purpose=0)
+    # relu([2, 0] - (-0.5))^2 = [6.25, 0.25] -> 3.25;  relu(0.5 - [-1, 1])^2 = [2.25, 0] -> 1.125
+    assert engine.pop_metrics()["d_lecam"] == pytest.approx(3.25 + 1.125)
+    assert engine._lecam_ema.tolist() == pytest.approx([0.9 * 0.5 + 0.1 * 1.0, 0.9 * -0.5 + 0.1 * 0.0])
+    assert losses_lecam(torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0]), 0.5, -0.5).item() == pytest.approx(4.375)
+
+
+def test_bf16_autocasts_on_a_cpu_only_where_it_computes_bf16_natively():
+    from raygan.train.step import autocast_dtype, cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("bf16", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert autocast_dtype("fp16", cpu) is None and autocast_dtype(None, cpu) is None
+    assert autocast_dtype("fp16", torch.device("cuda")) == torch.float16
 
 
 def test_d_threshold_skips_exactly_the_updates_below_it():
@@ -177,6 +219,8 @@ RESUMABLE = [
         "train.ada_kimg=0.1",
         "data.xflip=true",
     ],
+    # LeCam's two moving averages and a half-life EMA still ramping up
+    ["loss.name=hinge", "loss.lecam=0.3", "train.ema_kimg=1", "train.ema_rampup=0.5"],
 ]
 
 
@@ -198,6 +242,7 @@ def test_resume_is_exact(tmp_path, overrides):
     if straight.G_ema is not None:
         assert all(torch.equal(a, b) for a, b in zip(straight.G_ema.parameters(), resumed.G_ema.parameters()))
     assert straight.augment_p == resumed.augment_p
+    assert torch.equal(straight._lecam_ema, resumed._lecam_ema)
 
 
 def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after():
