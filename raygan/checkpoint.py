@@ -175,7 +175,8 @@ def pull(source: str, dest: str) -> Path:
     import pyarrow.fs
 
     checkpoint = resolve_checkpoint(source)
-    target = Path(dest).expanduser() / storage.basename(checkpoint)
+    name = storage.basename(checkpoint) if storage.is_uri(checkpoint) else Path(checkpoint).resolve().name  # a/b/..
+    target = Path(dest).expanduser() / storage.check_name(name, source)
     target.mkdir(parents=True, exist_ok=True)
     fs, path = storage.filesystem(checkpoint)
     pyarrow.fs.copy_files(

@@ -184,8 +184,14 @@ def _print_json(obj: dict) -> None:
 
 
 def _run_name(args) -> str:
-    """--name, or CONFIG-TIME so that a new run never resumes an old one by accident."""
-    return args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """--name, or CONFIG-TIME so that a new run never resumes an old one by accident; one folder either way."""
+    from raygan.storage import check_name
+
+    if args.name is not None:
+        return check_name(args.name, "--name")
+    return check_name(
+        f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}", f"--name (default from {args.config})"
+    )
 
 
 def _print_resolved(cfg: Config) -> int:
@@ -247,7 +253,7 @@ def cmd_tune(args) -> int:
     cfg = _load(args)
     check_packages(cfg.logging)
     validate_sweep(cfg)
-    if args.resume and not args.name:
+    if args.resume and args.name is None:
         raise UserError("--resume: needs --name of the experiment to continue")
     name = _run_name(args)
     if args.dry_run:

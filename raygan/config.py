@@ -90,7 +90,7 @@ class LossConfig:
     r1_gamma: float = within(0, default=0.0)  # R1: (gamma / 2) E||grad D(real)||^2 in D's loss (0: off)
     r2_gamma: float = within(0, default=0.0)  # R2: the same on G's samples (R3GAN uses one gamma for both)
     reg_interval: int = within(1, default=1)  # lazy regularisation: R1/R2 every this many steps, scaled by it
-    lecam: float = within(0, default=0.0)  # LeCam weight: D's scores held near the moving averages of the other side's (0: off)
+    lecam: float = within(0, default=0.0)  # LeCam: D's scores held near the other side's moving average (0: off)
     lecam_decay: float = within(0, 1, hi_open=True, default=0.99)  # decay of those two moving averages, per D update
 
 
@@ -117,12 +117,12 @@ class TrainConfig:
     batch_size: int = within(1, default=64)  # global, split evenly over scaling.num_workers
     steps: int = within(1, default=2000)  # generator updates
     n_critic: int = within(1, default=1)  # D (critic) updates per G update, each on a fresh real batch
-    d_loss_threshold: float | None = None  # D updated only while its batch loss is above this
-    g_loss_threshold: float | None = None  # G updated only while its batch loss is above this
+    d_loss_threshold: float | None = None  # D updated only while its batch loss is above this (finite, reachable)
+    g_loss_threshold: float | None = None  # G updated only while its batch loss is above this (finite, reachable)
     ema: float = within(0, 1, hi_open=True, default=0.0)  # decay of an EMA of G (0: off); ramps up from 0.1 at first
     # or the EMA's half-life in thousands of images (StyleGAN2-ADA's ema_kimg): the same averaging at any batch size
     ema_kimg: float | None = within(0, lo_open=True, default=None)
-    ema_rampup: float | None = within(0, lo_open=True, default=0.05)  # half-life at most this x images seen (null: none)
+    ema_rampup: float | None = within(0, lo_open=True, default=0.05)  # half-life <= this x images seen (null: no cap)
     eval_every: int = within(1, default=250)  # steps between evaluations
     checkpoint_every: int = within(1, default=250)  # steps between checkpoints (rank 0 writes)
     keep_checkpoints: int = within(1, default=3)  # checkpoints kept in storage (the latest always)
@@ -531,6 +531,7 @@ def validate(cfg: Config) -> None:
     if loss.name in ("wgan", "wgan-gp", "hinge") and (loss.label_smoothing or loss.label_flip):
         key = "loss.label_smoothing" if loss.label_smoothing else "loss.label_flip"
         raise ConfigError(key, f"needs a loss with real/fake targets (gan or combined), not {loss.name}")
+    _check_thresholds(loss, t)
     penalties = [
         name for name, on in (("wgan-gp", loss.name == "wgan-gp"), ("R1", loss.r1_gamma), ("R2", loss.r2_gamma)) if on
     ]
@@ -575,6 +576,25 @@ def validate(cfg: Config) -> None:
     _validate_logging(cfg.logging)
 
     _validate_search_alg(cfg.tune)
+
+
+def _check_thresholds(loss: LossConfig, t: TrainConfig) -> None:
+    """A loss threshold below the lowest loss `loss.name` can produce never fires: the network would always
+    update, silently. One at the lowest value is kept: that value is reached (a saturated D, hinge's margin)."""
+    if t.d_loss_threshold is None and t.g_loss_threshold is None:
+        return
+    from raygan.losses import loss_floors  # imports torch: only for a config that sets a threshold
+
+    floors = loss_floors(loss)
+    for key, network, threshold, floor in (
+        ("train.d_loss_threshold", "D", t.d_loss_threshold, floors.d),
+        ("train.g_loss_threshold", "G", t.g_loss_threshold, floors.g),
+    ):
+        _check_range(key, threshold)  # nan never fires, inf always does
+        if threshold is not None and threshold < floor:
+            raise ConfigError(
+                key, f"{threshold} can never be reached: the {loss.name} loss's {network} loss is never below {floor:g}"
+            )
 
 
 def _validate_logging(logging: LoggingConfig) -> None:

@@ -5,18 +5,19 @@
     LOSSES["rpgan"].g(fake_logits, real_logits)   # relativistic losses pair each fake with a real
 
 `gan` D losses also take per-sample targets (label smoothing and flipping make them soft). R1 and R2
-(`gradient_norm_penalty` on real or generated images) and LeCam (`lecam`) regularise any of them.
+(`gradient_norm_penalty` on real or generated images) and LeCam (`lecam`) regularise any of them. Each
+entry states the lowest value its D and G losses can take (`d_min`, `g_min`): config validation refuses a
+loss threshold below it, which would never fire.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-
-from raygan.config import LossConfig
 
 
 def d_gan(real_logits, fake_logits, real_targets=None, fake_targets=None):
@@ -95,16 +96,20 @@ def d_accuracy(real_logits, fake_logits):
 class AdversarialLoss(NamedTuple):
     d: Callable  # (real_logits, fake_logits[, real_targets, fake_targets]) -> scalar
     g: Callable  # (fake_logits, real_logits) -> scalar
-    uses_targets: bool  # takes (soft) real/fake targets
+    d_min: float  # the lowest value d takes for any logits and targets in [0, 1] (-inf: unbounded)
+    g_min: float  # the same for g
+    uses_targets: bool = False  # takes (soft) real/fake targets
     pairs_real: bool = False  # G's loss needs D's logits on real images too (relativistic)
 
 
+# The minima are reached, not only approached, in float32: BCE and softplus are 0.0 once D is sure by
+# ~104 logits (exp(-104) is below float32's smallest number), hinge's relu terms beyond the margin.
 LOSSES: dict[str, AdversarialLoss] = {
-    "gan": AdversarialLoss(d_gan, g_gan, True),
-    "wgan": AdversarialLoss(d_wgan, g_wgan, False),
-    "wgan-gp": AdversarialLoss(d_wgan, g_wgan, False),
-    "hinge": AdversarialLoss(d_hinge, g_hinge, False),
-    "rpgan": AdversarialLoss(d_rpgan, g_rpgan, False, pairs_real=True),
+    "gan": AdversarialLoss(d_gan, g_gan, d_min=0.0, g_min=0.0, uses_targets=True),  # BCE >= 0
+    "wgan": AdversarialLoss(d_wgan, g_wgan, d_min=-math.inf, g_min=-math.inf),  # critic scores are unbounded
+    "wgan-gp": AdversarialLoss(d_wgan, g_wgan, d_min=-math.inf, g_min=-math.inf),  # (the penalty is apart)
+    "hinge": AdversarialLoss(d_hinge, g_hinge, d_min=0.0, g_min=-math.inf),  # relu >= 0; G's side is Wasserstein
+    "rpgan": AdversarialLoss(d_rpgan, g_rpgan, d_min=0.0, g_min=0.0, pairs_real=True),  # softplus > 0
 }
 
 
@@ -125,8 +130,9 @@ class AdversarySpec(NamedTuple):
         return self.name.lower()
 
 
-def adversaries(cfg: LossConfig) -> list[AdversarySpec]:
-    """What `loss.name` trains G against; `combined` is a discriminator plus a clipped critic."""
+def adversaries(cfg) -> list[AdversarySpec]:
+    """What `loss.name` trains G against (`cfg` is the config's `loss` section, raygan.config.LossConfig,
+    which imports this module to validate thresholds); `combined` is a discriminator plus a clipped critic."""
     if cfg.name == "combined":
         return [
             AdversarySpec("D", LOSSES["gan"], 1.0 - cfg.combined_weight, None, 0.0, cfg.r1_gamma, cfg.r2_gamma),
@@ -135,6 +141,21 @@ def adversaries(cfg: LossConfig) -> list[AdversarySpec]:
     clip = cfg.clip if cfg.name == "wgan" else None
     gp_weight = cfg.gp_weight if cfg.name == "wgan-gp" else 0.0
     return [AdversarySpec("D", LOSSES[cfg.name], 1.0, clip, gp_weight, cfg.r1_gamma, cfg.r2_gamma)]
+
+
+class LossFloors(NamedTuple):
+    d: float  # the lowest loss any adversary's update compares with train.d_loss_threshold
+    g: float  # the lowest G loss, compared with train.g_loss_threshold
+
+
+def loss_floors(cfg) -> LossFloors:
+    """The lowest batch losses the thresholds can see under `cfg` (the `loss` section): D's threshold
+    applies to every adversary, so the lowest of their floors; G's loss is their weighted sum."""
+    specs = adversaries(cfg)
+    return LossFloors(
+        d=min(spec.loss.d_min for spec in specs),
+        g=sum(spec.g_weight * spec.loss.g_min for spec in specs if spec.g_weight),  # a weight 0 adds nothing
+    )
 
 
 def d_targets(

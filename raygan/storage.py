@@ -1,6 +1,7 @@
 """Storage URIs: local folders and anything pyarrow opens (s3://, gs://), one code path for both.
 
     check_writable("s3://bucket/prefix")          # preflight: UserError naming the URI and the cause
+    check_name(args.name, "--name")               # a run or experiment: one folder under the root, or UserError
     write_bytes(join(root, ".raygan_cache", "x.pt"), data)
     data = read_bytes(join(root, ".raygan_cache", "x.pt"))   # None when missing
 
@@ -40,6 +41,26 @@ def expand(path: str) -> str:
 def join(root: str, *parts: str) -> str:
     """`root/part/...` for a folder or a URI; the one way raygan builds a path under a storage root."""
     return "/".join([root.rstrip("/"), *parts])
+
+
+# What a name may not hold: separators, and the characters that end or encode a URI's path (pyarrow reads
+# `s3://b/runs/x?endpoint_override=...` as options, `#` as a fragment, `%2F` as a slash)
+NAME_FORBIDDEN = "/\\?#%"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """`name` (a run's or an experiment's) if it is one folder directly under the storage root, the same
+    folder on every storage; else UserError `<what>: ...`. Callers check before Ray starts or anything is written."""
+    bad = sorted({c for c in name if c in NAME_FORBIDDEN or not c.isprintable()})
+    if not name:
+        reason = "not empty"
+    elif name in (".", ".."):
+        reason = "not '.' or '..'"
+    elif bad:
+        reason = f"without {' '.join(NAME_FORBIDDEN)} or control characters; it holds {', '.join(map(repr, bad))}"
+    else:
+        return name
+    raise UserError(f"{what}: {name!r} must be a single path component (one folder under the storage root), {reason}")
 
 
 def parent(uri: str) -> str:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,11 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+def usage(module) -> str:
+    """The indented example under the first line of a module's docstring, as code to run."""
+    return textwrap.dedent(module.__doc__.split("\n\n")[1])
 
 
 def run_module(module: str, *args, timeout=900, env=None) -> subprocess.CompletedProcess:

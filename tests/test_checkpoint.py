@@ -14,6 +14,7 @@ from raygan.checkpoint import (
     is_complete,
     list_checkpoints,
     load_generator,
+    pull,
     read_config,
     read_meta,
     resolve_checkpoint,
@@ -106,3 +107,15 @@ def test_what_is_not_a_checkpoint_is_bad_input(tmp_path):
     (tmp_path / "empty-run" / "notes").mkdir(parents=True)
     with pytest.raises(UserError, match="neither a checkpoint nor a run"):
         resolve_checkpoint(str(tmp_path / "empty-run"))
+
+
+def test_pull_lands_in_dest_under_the_checkpoints_own_name(tmp_path, cfg_and_engine):
+    """DEST/<checkpoint name>, also for a path that ends in `..` (its basename would put it beside DEST)."""
+    cfg, engine = cfg_and_engine
+    engine.step = 7
+    folder = write_checkpoint(tmp_path / "run" / checkpoint_name(7), engine, cfg, {"fid": 1.0})
+    (folder / "sub").mkdir()
+    dest = tmp_path / "out" / "dest"
+    target = pull(str(folder / "sub" / ".."), str(dest))
+    assert target == dest / checkpoint_name(7) and is_complete(str(target))
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["dest"]

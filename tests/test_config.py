@@ -126,6 +126,7 @@ def run_cli(*args):
         (["--set", "data.image_size=32", "--set", "model.d_layers=6"], "model.d_layers"),
         (["--set", "scaling.num_workers=3"], "train.batch_size"),
         (["--set", "noequals"], "--set"),
+        (["--set", "train.d_loss_threshold=-0.1"], "train.d_loss_threshold"),
     ],
 )
 def test_cli_bad_config_exits_2_with_one_line(tmp_path, args, key):
@@ -243,3 +244,52 @@ def test_readme_tour_lists_the_allowed_values():
         row = next(line for line in rows if line.startswith(f"| `{key.split('.')[0]}` |"))
         missing = [c for c in choices if isinstance(c, str) and c not in row]
         assert not missing, f"README's config tour does not list {key}'s {missing}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["train.d_loss_threshold=-0.1"],
+            "train.d_loss_threshold: -0.1 can never be reached: the gan loss's D loss is never below 0",
+        ),
+        (
+            ["train.g_loss_threshold=-1"],
+            "train.g_loss_threshold: -1.0 can never be reached: the gan loss's G loss is never below 0",
+        ),
+        (
+            ["loss.name=hinge", "model.d_norm=spectral", "train.d_loss_threshold=-0.5"],
+            "train.d_loss_threshold: -0.5 can never be reached: the hinge loss's D loss is never below 0",
+        ),
+        (
+            ["loss.name=rpgan", "model.d_norm=none", "train.g_loss_threshold=-0.01"],
+            "train.g_loss_threshold: -0.01 can never be reached: the rpgan loss's G loss is never below 0",
+        ),
+        (
+            ["loss.name=combined", "loss.combined_weight=0", "train.g_loss_threshold=-2"],
+            "train.g_loss_threshold: -2.0 can never be reached: the combined loss's G loss is never below 0",
+        ),
+        (["train.d_loss_threshold=.nan"], "train.d_loss_threshold: must be finite, got nan"),
+        (["train.g_loss_threshold=.inf"], "train.g_loss_threshold: must be finite, got inf"),
+    ],
+    ids=["gan-d", "gan-g", "hinge-d", "rpgan-g", "combined-without-critic-g", "nan", "inf"],
+)
+def test_a_loss_threshold_that_can_never_fire_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        build_config({}, overrides)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.d_loss_threshold=0", "train.g_loss_threshold=0"],  # the floor itself: a saturated D reaches it
+        ["train.d_loss_threshold=0.2", "train.g_loss_threshold=4.0"],  # the anime-faces project's
+        ["loss.name=hinge", "model.d_norm=spectral", "train.d_loss_threshold=0", "train.g_loss_threshold=-5"],
+        ["loss.name=wgan", "train.d_loss_threshold=-3", "train.g_loss_threshold=-3"],
+        ["loss.name=wgan-gp", "model.d_norm=layer", "train.d_loss_threshold=-10", "train.g_loss_threshold=-10"],
+        ["loss.name=combined", "train.d_loss_threshold=-0.1", "train.g_loss_threshold=-0.1"],  # the critic's
+    ],
+)
+def test_thresholds_the_loss_can_reach_are_kept(overrides):
+    build_config({}, overrides)

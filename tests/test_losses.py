@@ -99,3 +99,35 @@ def test_r1_of_a_linear_and_a_quadratic_discriminator():
 def test_r1_r2_weights_reach_the_adversary():
     spec = losses.adversaries(LossConfig(name="rpgan", r1_gamma=2.0, r2_gamma=0.5))[0]
     assert (spec.r1_gamma, spec.r2_gamma) == (2.0, 0.5)
+
+
+FLOORS = {  # hand-checked lowest (D, G) losses the thresholds can see
+    "gan": (0.0, 0.0),  # BCE of probabilities against targets in [0, 1]
+    "wgan": (-math.inf, -math.inf),  # E[C(fake)] - E[C(real)] and -E[C(fake)]: scores without bounds
+    "wgan-gp": (-math.inf, -math.inf),
+    "hinge": (0.0, -math.inf),  # relu(1 - real) + relu(1 + fake); G: -E[D(fake)]
+    "rpgan": (0.0, 0.0),  # softplus
+    "combined": (-math.inf, -math.inf),  # D's threshold applies to the critic too; G's loss has a Wasserstein share
+}
+
+
+@pytest.mark.parametrize("name", FLOORS)
+def test_loss_floors_are_the_hand_checked_ones(name):
+    assert tuple(losses.loss_floors(LossConfig(name=name))) == FLOORS[name]
+
+
+def test_combined_without_the_critics_share_has_the_gan_floor_for_g():
+    assert tuple(losses.loss_floors(LossConfig(name="combined", combined_weight=0.0))) == (-math.inf, 0.0)
+    assert tuple(losses.loss_floors(LossConfig(name="combined", combined_weight=1.0))) == (-math.inf, -math.inf)
+
+
+@pytest.mark.parametrize("name", ["gan", "wgan", "hinge", "rpgan"])
+def test_losses_stay_above_their_floors_and_reach_them(name):
+    loss = losses.LOSSES[name]
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.1, 1.0, 10.0, 1000.0):
+        real, fake = scale * torch.randn(64, generator=g), scale * torch.randn(64, generator=g)
+        assert loss.d(real, fake).item() >= loss.d_min and loss.g(fake, real).item() >= loss.g_min
+    real, fake = torch.full((4,), 200.0), torch.full((4,), -200.0)  # D sure of every image, by far
+    assert loss.d(real, fake).item() == max(loss.d_min, -400.0)  # gan, hinge, rpgan reach 0.0; wgan keeps going
+    assert loss.g(-fake, -real).item() == max(loss.g_min, -200.0)  # G fooling D as surely

@@ -9,6 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 import torch.nn.functional as F
+from conftest import usage
 
 from raygan.config import DataConfig
 from raygan.data import load_dataset
@@ -139,6 +140,20 @@ def test_real_statistics_are_computed_once_per_dataset_and_extractor(tmp_path, m
     real_statistics(DataConfig(image_size=32), extractor, str(tmp_path), labelled=True)  # another key
     real_statistics(DataConfig(image_size=16, background="black"), extractor, str(tmp_path), labelled=True)  # too
     assert len(calls) == 3 and len(list((tmp_path / ".raygan_cache").iterdir())) == 3
+
+
+def test_the_usage_at_the_top_of_evaluator_py_runs(tmp_path):
+    from raygan.config import build_config
+    from raygan.metrics import evaluator
+    from raygan.train.step import GANEngine
+
+    tiny = {"model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8}, "eval": {"num_samples": 100}}
+    cfg = build_config({**tiny, "data": {"image_size": 16}})
+    engine = GANEngine(cfg, channels=1, num_classes=10)
+    names = {"Evaluator": evaluator.Evaluator, "cfg": cfg, "engine": engine, "rank": 0, "world_size": 1}
+    names["storage_root"] = str(tmp_path)
+    exec(usage(evaluator), names)
+    assert {"fid", "kid", "precision", "diversity"} <= set(names["metrics"])
 
 
 def raygan(*args):

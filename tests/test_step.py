@@ -1,8 +1,12 @@
 """The training step without Ray: every variant trains, thresholds skip exactly, resume is exact."""
 
+import copy
+
 import pytest
 import torch
+from conftest import usage
 
+from raygan import losses
 from raygan.checkpoint import STATE, safe_load, write_checkpoint
 from raygan.config import build_config
 from raygan.data import indexed_batches, load_dataset
@@ -276,6 +280,25 @@ def test_lazy_regularisation_adds_the_penalty_on_its_steps_only():
     assert counts == [True, False, False, True, False, False]
 
 
+def test_r1_and_the_gradient_penalty_both_reach_d():
+    """D's objective is the loss plus every penalty: with SGD (lr 1), the update with R1 on differs from the
+    one without by exactly gamma / 2 times R1's gradient at the starting weights, the WGAN-GP penalty kept."""
+    base = ("loss.name=wgan-gp", "model.d_norm=layer", "optim.d.name=sgd", "optim.d.lr=1.0", "loss.gp_weight=10")
+    gamma = 4.0
+    without, dataset = make(tiny(*base))
+    with_r1, _ = make(tiny(*base, f"loss.r1_gamma={gamma}"))
+    D0 = copy.deepcopy(unwrap(with_r1.adversaries[0].net))
+    real, _ = indexed_batches(dataset, without.cfg.train.batch_size, without.cfg.seed)(0)  # the step's first batch
+    r1_grads = torch.autograd.grad(losses.gradient_norm_penalty(D0, real, None), list(D0.parameters()))
+    for engine in (without, with_r1):
+        run_steps(engine, dataset, engine.cfg, 1)
+    assert "d_gp" in with_r1.pop_metrics() and "d_gp" in without.pop_metrics()
+    moved = zip(unwrap(with_r1.adversaries[0].net).parameters(), unwrap(without.adversaries[0].net).parameters())
+    for (a, b), grad in zip(moved, r1_grads):
+        torch.testing.assert_close(a - b, -1.0 * (gamma / 2) * grad, rtol=1e-4, atol=1e-5)
+    assert any(grad.abs().max() > 1e-3 for grad in r1_grads)  # R1 moves D here: the comparison means something
+
+
 def test_xflip_mirrors_about_half_of_the_real_images():
     cfg = tiny("data.xflip=true", "train.batch_size=64")
     engine, dataset = make(cfg)
@@ -388,3 +411,14 @@ def test_compiled_networks_train_and_save_plain_weights():
     state = engine.state_dict()
     assert not any("_orig_mod" in key for key in state["G"]) and not any("_orig_mod" in key for key in state["D"])
     assert all(torch.isfinite(torch.tensor(v)) for v in engine.pop_metrics().values() if isinstance(v, float))
+
+
+def test_the_usage_at_the_top_of_step_py_runs():
+    from raygan.config import load_config
+    from raygan.train import step
+
+    names = {"load_config": load_config, "load_dataset": load_dataset, "indexed_batches": indexed_batches}
+    names["GANEngine"] = GANEngine
+    exec(usage(step), names)  # one namespace: the example's comprehension sees its variables
+    assert names["engine"].step == 1
+    assert {"d_loss", "g_loss", "d_skipped", "g_skipped"} <= set(names["metrics"])

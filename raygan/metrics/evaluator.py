@@ -1,8 +1,8 @@
 """Evaluation during training: FID/KID/MiFID, precision/recall/density/coverage, mode coverage and
 diversity from fixed latents.
 
-    evaluate = Evaluator(cfg, engine, storage_root="/runs")   # on every rank
-    metrics = evaluate(engine)                                  # a collective: every rank calls it
+    evaluate = Evaluator(cfg, engine.channels, engine.num_classes, rank, world_size, storage_root)  # every rank
+    metrics = evaluate(engine)  # fid, kid, precision, ...: a collective, every rank calls it
 
 Each rank generates its share of `eval.num_samples` images from latents (and labels) fixed by a
 constant seed, so every trial of a sweep is scored on the same latents. The real statistics come

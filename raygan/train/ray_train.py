@@ -275,6 +275,7 @@ def trainer(
     cache_root: str | None = None,  # where real statistics are cached; default storage_path
     started_at: float | None = None,  # wall clock the user launched at; default now
 ):
+    storage.check_name(name)
     s = cfg.scaling
     datasets = {}
     loop_config = {
@@ -317,7 +318,7 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
     """
     from raygan import tracking
 
-    run_uri = storage.join(storage_path, name)
+    run_uri = storage.join(storage_path, storage.check_name(name))  # before the trackers open a run
     tracker = tracking.RunTracker(cfg, name, run_uri) if tracking.enabled(cfg.logging) else None
     result = None
     try:
@@ -397,5 +398,6 @@ def best_checkpoint(result) -> str | None:
 
 def bench(cfg: Config, steps: int, storage_path: str, name: str, started_at: float | None = None) -> dict:
     """Times `steps` real training steps (after a short warm-up) on the configured workers."""
+    storage.check_name(name)
     with ray_connection([(cfg.scaling, {})]):
         return trainer(cfg, name, storage_path, bench_steps=steps, started_at=started_at).fit().return_value

@@ -1,7 +1,11 @@
 """The GAN training step: one readable file, no Ray import.
 
-    engine = GANEngine(cfg, channels=1, num_classes=10)
-    metrics = engine.train_step([dataset.batch(idx) for idx in next_indices])  # n_critic real batches
+    cfg = load_config("tune_configs/smoke.yaml")
+    dataset = load_dataset(cfg.data)
+    engine = GANEngine(cfg, dataset.channels, dataset.num_classes)
+    batches = indexed_batches(dataset, cfg.train.batch_size, cfg.seed)  # k -> global real batch k
+    engine.train_step([batches(engine.step * cfg.train.n_critic + i) for i in range(cfg.train.n_critic)])
+    metrics = engine.pop_metrics()  # d_loss, g_loss, ...: means over the steps since the last call
 
 Every variant runs through the same step; they differ only in their loss (see `raygan.losses`), its
 regularisers (R1/R2 every `reg_interval` steps, lazily), the number of D updates per G update
@@ -251,10 +255,10 @@ class GANEngine:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float(), *targets)
             else:
                 loss = spec.loss.d(real_logits.float(), fake_logits.float())
-        total = loss
+        terms = [loss]  # D's objective: the loss and its penalties, summed once below
         if spec.name == "D" and cfg.loss.lecam:
             penalty = losses.lecam(real_logits.float(), fake_logits.float(), *self._lecam_ema)
-            total = total + cfg.loss.lecam * penalty
+            terms.append(cfg.loss.lecam * penalty)
             self._track(f"{spec.metric}_lecam", penalty)
             self._follow_lecam_averages(real_logits, fake_logits)
         if spec.name == "D" and cfg.train.ada_target is not None:
@@ -269,13 +273,14 @@ class GANEngine:
             ):
                 if gamma:
                     penalty = losses.gradient_norm_penalty(net, images, labels)
-                    total = total + (gamma / 2) * interval * penalty
+                    terms.append((gamma / 2) * interval * penalty)
                     self._track(f"{spec.metric}_{name}", penalty)
         if spec.gp_weight:
             alpha = torch.rand(cfg.train.batch_size, generator=self._generator(DRAW_PENALTY, purpose))[self.local]
             penalty = losses.gradient_penalty(net, real, fake, real_labels, alpha)
-            total = loss + spec.gp_weight * penalty
+            terms.append(spec.gp_weight * penalty)
             self._track(f"{spec.metric}_gp", penalty)
+        total = sum(terms)
         self._track(f"{spec.metric}_loss", loss)
         self._track(f"{spec.metric}_accuracy", losses.d_accuracy(real_logits, fake_logits))
         threshold = cfg.train.d_loss_threshold

@@ -566,7 +566,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     from raygan.train.ray_train import ray_connection, ray_storage
 
     searched = list(cfg.tune.search_space)
-    experiment_uri = storage.join(storage_root, experiment)
+    experiment_uri = storage.join(storage_root, storage.check_name(experiment))
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.to_dict(), experiment_root=experiment_uri, cache_root=storage_root),
         TRIAL_RESOURCES,
