@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0: every interface)"
     )
     serving.add_argument("--replicas", type=int, default=1, help="copies of the generator (default 1)")
+    serving.add_argument(
+        "--max-replicas", type=int, help="autoscale between --replicas and this many copies as the load asks"
+    )
     serving.add_argument("--max-n", type=int, help="most images one /sample request may ask for (default 256)")
     serving.add_argument(
         "--batch", type=int, help="concurrent /sample requests drawn in one forward (default 8; 1: no batching)"
@@ -525,6 +528,7 @@ def cmd_serve(args) -> int:
         args.replicas,
         args.max_n,
         args.batch,
+        args.max_replicas,
         announce=lambda line: print(line, flush=True),  # a script waiting for the URL sees it at once
     )
     print("stopped", flush=True)

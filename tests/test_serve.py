@@ -255,3 +255,30 @@ def test_a_sweep_resolves_to_its_best_trials_best_checkpoint(tmp_path):
         (runs / trial / "metrics.jsonl").write_text("")
     (tmp_path / "sweep" / "summary.json").write_text("[]")
     assert resolve_checkpoint(str(tmp_path / "sweep")) == best
+
+
+@slow
+def test_raygan_serve_serves_until_ctrl_c(tmp_path):
+    """The command as a user runs it: its own Ray, the URL on stdout, a clean stop on SIGINT."""
+    import os
+    import signal
+
+    checkpoint = tiny_checkpoint(tmp_path / "run", ["model.conditional=true"])
+    port = free_port()
+    command = [sys.executable, "-m", "raygan.cli", "serve", str(tmp_path / "run"), "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # blocks until Serve is up, or the command ends
+        assert f"http://127.0.0.1:{port}/" in line and checkpoint in line, line + server.stderr.read()[-3000:]
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json() == {"status": "ok"}
+        grid = requests.get(f"http://127.0.0.1:{port}/sample", params={"n": 4, "label": 3}, timeout=30)
+        assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGKILL)
+    assert server.returncode == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == "stopped"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)

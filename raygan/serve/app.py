@@ -48,6 +48,7 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 64 bits; JSON an
 FORMATS = {"png": "image/png", "npz": "application/octet-stream", "json": "application/json"}
 SAMPLE_PARAMS = ("n", "seed", "truncation", "label", "format")
 WALK_PARAMS = ("n", "seed", "truncation", "label", "keyframes", "frames")
+BUILD_ARGS = ("checkpoint", "replicas", "max_replicas", "max_n", "batch")  # a RayService's `args:`
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -257,18 +258,41 @@ class GeneratorServer:
         return buffer.getvalue()
 
 
-def application(checkpoint: str, replicas: int = 1, max_n: int = MAX_N, batch_requests: int = BATCH_REQUESTS):
-    """The Serve application for a resolved checkpoint, `replicas` copies of the generator."""
-    return GeneratorServer.options(num_replicas=replicas).bind(checkpoint, max_n, batch_requests)
+def application(
+    checkpoint: str,
+    replicas: int | None = 1,
+    max_n: int = MAX_N,
+    batch_requests: int = BATCH_REQUESTS,
+    max_replicas: int | None = None,
+):
+    """The Serve application for a resolved checkpoint: `replicas` copies of the generator, or with
+    `max_replicas` as many as the load asks for between the two; None leaves it to Serve's config
+    (a RayService's `deployments:` entry)."""
+    if max_replicas is not None:
+        scaling = {
+            "min_replicas": replicas or 1,
+            "max_replicas": max_replicas,
+            "target_ongoing_requests": batch_requests,
+        }
+        deployment = GeneratorServer.options(autoscaling_config=scaling)
+    else:
+        deployment = GeneratorServer.options(num_replicas=replicas) if replicas is not None else GeneratorServer
+    return deployment.bind(checkpoint, max_n, batch_requests)
 
 
 def build(args: dict[str, Any]):
     """Serve's application builder (`import_path: raygan.serve.app:build`, as a RayService names it):
-    args `checkpoint` (a checkpoint, run or sweep, local or s3://), optional `replicas`, `max_n`, `batch`."""
-    checkpoint = load_generator(args["checkpoint"])[2]["checkpoint"]  # resolved once: every replica serves it
+    args `checkpoint` (a checkpoint, run or sweep, local or s3://), optional `replicas`, `max_replicas`,
+    `max_n`, `batch`; the checkpoint is resolved once, here, so that every replica serves the same one."""
+    unknown = set(args) - set(BUILD_ARGS)
+    if unknown or "checkpoint" not in args:
+        raise ValueError(f"raygan.serve.app:build takes args {', '.join(BUILD_ARGS)} (checkpoint required)")
+    checkpoint = load_generator(args["checkpoint"])[2]["checkpoint"]
+    optional = {key: int(args[key]) if args.get(key) is not None else None for key in BUILD_ARGS[1:]}
     return application(
         checkpoint,
-        int(args.get("replicas", 1)),
-        int(args.get("max_n", MAX_N)),
-        int(args.get("batch", BATCH_REQUESTS)),
+        optional["replicas"],
+        optional["max_n"] or MAX_N,
+        optional["batch"] or BATCH_REQUESTS,
+        optional["max_replicas"],
     )

@@ -55,6 +55,7 @@ def serve_checkpoint(
     replicas: int = 1,
     max_n: int | None = None,
     batch_requests: int | None = None,
+    max_replicas: int | None = None,
     announce: Callable[[str], None] = print,
     until: Callable[[], None] = wait_for_stop,
 ) -> dict:
@@ -65,6 +66,8 @@ def serve_checkpoint(
     for flag, value in (("--max-n", max_n), ("--batch", batch_requests)):
         if value is not None and value < 1:
             raise UserError(f"{flag}: must be at least 1, got {value}")
+    if max_replicas is not None and max_replicas < replicas:
+        raise UserError(f"--max-replicas: must be at least --replicas ({replicas}), got {max_replicas}")
     _, cfg, meta = load_generator(source)  # a missing or crafted checkpoint stops here, before Ray starts
     on_cluster = local_ray.joins_cluster()
     if not on_cluster:
@@ -76,17 +79,18 @@ def serve_checkpoint(
     from raygan.train.ray_train import ray_connection
 
     info = model_info(cfg, meta, max_n or MAX_N)
-    app = application(meta["checkpoint"], replicas, max_n or MAX_N, batch_requests or BATCH_REQUESTS)
+    app = application(meta["checkpoint"], replicas, max_n or MAX_N, batch_requests or BATCH_REQUESTS, max_replicas)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's progress lines; the URL line says it all
     with ray_connection(log_to_driver=False):  # the replicas' logs stay in Ray's log folder, off the terminal
         serve.start(http_options={"host": host, "port": port})
         try:
             serve.run(app, name=APP_NAME, route_prefix="/")
+            scale = replicas if max_replicas is None else f"{replicas}-{max_replicas}"
             classes = f"{info['classes']} classes" if info["classes"] else "unconditional"
             fid = "unscored" if info["fid"] is None else f"FID {info['fid']:.3f}"
             announce(
                 f"serving {meta['checkpoint']} (step {info['step']}, {fid}; {info['channels']}x{info['resolution']}"
-                f"x{info['resolution']}, {classes}; {replicas} replica(s)) at http://{_url_host(host)}:{port}/"
+                f"x{info['resolution']}, {classes}; {scale} replica(s)) at http://{_url_host(host)}:{port}/"
                 " (Ctrl-C stops)"
             )
             until()
