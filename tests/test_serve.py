@@ -213,7 +213,7 @@ def _crafted(folder: Path) -> str:
     return str(checkpoint)
 
 
-@pytest.mark.parametrize("case", ["missing", "crafted", "port in use", "no replicas"])
+@pytest.mark.parametrize("case", ["missing", "crafted", "port in use", "no replicas", "max below min"])
 def test_bad_input_exits_2_before_ray_starts(tmp_path, case):
     checkpoint = str(tmp_path / "nowhere") if case == "missing" else None
     if case == "crafted":
@@ -226,6 +226,8 @@ def test_bad_input_exits_2_before_ray_starts(tmp_path, case):
     args = ["--port", str(busy.getsockname()[1] if case == "port in use" else free_port())]
     if case == "no replicas":
         args += ["--replicas", "0"]
+    if case == "max below min":
+        args += ["--replicas", "2", "--max-replicas", "1"]
     started = time.monotonic()
     with busy:
         result = subprocess.run(
@@ -237,7 +239,13 @@ def test_bad_input_exits_2_before_ray_starts(tmp_path, case):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    expected = {"missing": checkpoint, "crafted": GENERATOR, "port in use": "--port", "no replicas": "--replicas"}
+    expected = {
+        "missing": checkpoint,
+        "crafted": GENERATOR,
+        "port in use": "--port",
+        "no replicas": "--replicas",
+        "max below min": "--max-replicas",
+    }
     assert expected[case] in lines[0]
     assert "Ray" not in result.stderr and time.monotonic() - started < 60
 
