@@ -33,6 +33,7 @@ from raygan.errors import UserError
 STATE, GENERATOR, CONFIG, META, GRID = "state.pt", "generator.pt", "config.json", "meta.json", "grid.png"
 MANIFEST = "manifest.json"
 RUN_MARKERS = ("metrics.jsonl", "checkpoint_manager_snapshot.json")  # files only a training run writes
+SWEEP_RUNS = "runs"  # a sweep's experiment folder keeps its trials' runs here (raygan.tune writes them)
 
 
 def checkpoint_name(step: int) -> str:
@@ -122,7 +123,11 @@ def list_checkpoints(run: str | Path, complete_only: bool = True) -> list[str]:
 
 def best_checkpoint(run: str | Path) -> str | None:
     """The complete checkpoint with the lowest FID; the latest where none is scored (has an FID) yet."""
-    checkpoints = list_checkpoints(run)
+    return best_of(list_checkpoints(run))
+
+
+def best_of(checkpoints: list[str]) -> str | None:
+    """The checkpoint with the lowest FID; the last where none is scored (has an FID) yet."""
     if not checkpoints:
         return None
     scored = [(read_meta(c).get("fid"), c) for c in checkpoints]
@@ -140,7 +145,8 @@ def is_checkpoint_or_run(path: str) -> bool:
 
 
 def resolve_checkpoint(path: str) -> str:
-    """A complete checkpoint, or a run's best one; UserError naming the path otherwise."""
+    """A complete checkpoint, a run's best one, or a sweep's best (its trials' best checkpoint with the
+    lowest FID); UserError naming the path otherwise."""
     storage.check_uri(path)
     path = storage.expand(str(path))
     try:
@@ -154,8 +160,11 @@ def resolve_checkpoint(path: str) -> str:
             raise UserError(f"{path}: incomplete checkpoint (an upload was cut short; use an earlier one)")
         return path
     best = best_checkpoint(path)
+    if best is None and SWEEP_RUNS in names:
+        runs = find_runs(storage.join(path, SWEEP_RUNS), depth=1)
+        best = best_of([c for run in runs for c in list_checkpoints(run)])
     if best is None:
-        raise UserError(f"{path}: neither a checkpoint nor a run with complete checkpoints")
+        raise UserError(f"{path}: neither a checkpoint nor a run or sweep with complete checkpoints")
     return best
 
 

@@ -6,6 +6,7 @@
     raygan fid --real digits --fake digits:test --json
     raygan bench tune_configs/smoke.yaml --steps 20 --workers 2 --json
     raygan export ~/raygan_results/smoke --format onnx --out G.onnx
+    raygan serve ~/raygan_results/smoke --port 8000
 
 Exit status: 0 success; 2 bad input (one `error: ...` line on stderr, nothing started or written);
 1 a failure at run time.
@@ -143,6 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common_config_args(bench)
     bench.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
     bench.add_argument("--workers", type=int, help="override scaling.num_workers")
+
+    serving = commands.add_parser("serve", help="the generator on Ray Serve: an HTTP API and a web page, until Ctrl-C")
+    serving.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT_OR_RUN_OR_EXPERIMENT",
+        help="a checkpoint, a run (its best) or a sweep (its best trial's best), local or s3://",
+    )
+    serving.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serving.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default loopback; 0.0.0.0: every interface)"
+    )
+    serving.add_argument("--replicas", type=int, default=1, help="copies of the generator (default 1)")
+    serving.add_argument(
+        "--max-replicas", type=int, help="autoscale between --replicas and this many copies as the load asks"
+    )
+    serving.add_argument("--max-n", type=int, help="most images one /sample request may ask for (default 256)")
+    serving.add_argument(
+        "--batch", type=int, help="concurrent /sample requests drawn in one forward (default 8; 1: no batching)"
+    )
 
     report = commands.add_parser("report", help="curves, grids and a progress GIF of a run; a sweep's trials")
     report.add_argument(
@@ -296,9 +316,6 @@ def _preflight(cfg: Config) -> None:
 
 
 def cmd_sample(args) -> int:
-    import numpy as np
-    import torch
-
     from raygan import sampling
     from raygan.checkpoint import load_generator
     from raygan.images import generate, save_grid
@@ -313,12 +330,12 @@ def cmd_sample(args) -> int:
             raise UserError(f"{flag}: {meta['checkpoint']} is not a conditional model")
     default = sampling.GRID_CLASS_COLUMNS if args.grid_classes else sampling.WALKS if args.interpolate else 64
     num = args.num or default
-    keyframes = sampling.draw_latents(num, cfg.model.latent_dim, args.seed, args.truncation, args.interpolate or 1)
     out = Path(args.out)
     if out.suffix in (".png", ".npz", ".gif"):
         out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.interpolate:
+        keyframes = sampling.draw_latents(num, cfg.model.latent_dim, args.seed, args.truncation, args.interpolate)
         walk = sampling.write_walk(
             G,
             keyframes,
@@ -333,11 +350,11 @@ def cmd_sample(args) -> int:
             f"{args.interpolate} keyframes, from {meta['checkpoint']})"
         )
         return 0
-    z, labels, nrow = sampling.tiles(keyframes[0], num_classes, args.label, args.grid_classes)
+    z, labels, nrow = sampling.still_inputs(
+        num, cfg.model.latent_dim, args.seed, args.truncation, num_classes, args.label, args.grid_classes
+    )
     images = generate(G, z, labels)
-    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    label_array = labels.numpy() if labels is not None else np.full(len(images), -1)
-    np.savez_compressed(out.with_suffix(".npz"), images=pixels, labels=label_array)
+    sampling.save_npz(out.with_suffix(".npz"), images, labels)
     save_grid(images, out.with_suffix(".png"), nrow=nrow)
     written = f"{out.with_suffix('.png')} and {out.with_suffix('.npz')}"
     print(f"wrote {written} ({len(images)} images from {meta['checkpoint']})")
@@ -507,6 +524,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from raygan.serve import serve_checkpoint
+
+    serve_checkpoint(
+        args.checkpoint,
+        args.host,
+        args.port,
+        args.replicas,
+        args.max_n,
+        args.batch,
+        args.max_replicas,
+        announce=lambda line: print(line, flush=True),  # a script waiting for the URL sees it at once
+    )
+    print("stopped", flush=True)
+    return 0
+
+
 COMMANDS = {
     "checkpoints": cmd_checkpoints,
     "train": cmd_train,
@@ -516,6 +550,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "report": cmd_report,
     "export": cmd_export,
+    "serve": cmd_serve,
 }
 
 

@@ -71,6 +71,7 @@ def png_bytes(grid: np.ndarray) -> bytes:
 
 
 def save_gif(frames: list, path: Path, durations: list[int]) -> Path:
-    """PIL images as one looping GIF (Pillow's writer), each shown for its duration in milliseconds."""
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    """PIL images as one looping GIF (Pillow's writer), each shown for its duration in milliseconds;
+    `path` a file name or a binary file."""
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return path

@@ -18,6 +18,7 @@ component beyond a threshold, keeps no such correspondence: a new threshold chan
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,6 +82,32 @@ def tiles(
     if label is not None:
         return z, torch.full((z.shape[0],), label), None
     return z, torch.arange(z.shape[0]) % num_classes, num_classes
+
+
+def still_inputs(
+    num: int,
+    latent_dim: int,
+    seed: int,
+    truncation: float = 1.0,
+    num_classes: int = 0,
+    label: int | None = None,
+    grid_classes: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+    """`tiles` of the latents `raygan sample --seed` draws: what `raygan sample` and `raygan serve` feed G,
+    so that both draw the same images for the same seed."""
+    return tiles(draw_latents(num, latent_dim, seed, truncation)[0], num_classes, label, grid_classes)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] as the uint8 N x C x H x W array that the .npz holds."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def save_npz(target, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """`images` (uint8) and `labels` (-1 each for an unconditional model), as `raygan sample` writes them;
+    `target` a path or a binary file."""
+    label_array = labels.numpy() if labels is not None else np.full(len(images), -1)
+    np.savez_compressed(target, images=to_uint8(images), labels=label_array)
 
 
 def write_walk(

@@ -28,6 +28,7 @@ CRD_SCHEMAS = ROOT / "tests" / "data" / "kuberay"
 AWS = CLUSTER / "aws.yaml"
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
+RAYSERVICE = CLUSTER / "kuberay" / "rayservice.yaml"  # no RayService CRD is vendored: its parts are checked
 
 
 def load(path: Path) -> dict:
@@ -252,17 +253,63 @@ def test_rayjob_runs_a_raygan_sweep_into_s3(capsys):
     assert resolved["scaling"]["use_gpu"] is True
 
 
-def test_rayjob_runtime_env_brings_every_dependency():
-    """Ray's image has ray; the job's pip list must bring the rest of pyproject.toml's dependencies."""
+def runtime_env(path: Path) -> dict:
+    """The runtime_env that brings raygan: the RayJob's, or the RayService's application's."""
+    spec = load(path)["spec"]
+    if path == RAYJOB:
+        return yaml.safe_load(spec["runtimeEnvYAML"])
+    return yaml.safe_load(spec["serveConfigV2"])["applications"][0]["runtime_env"]
+
+
+@pytest.mark.parametrize("path", [RAYJOB, RAYSERVICE], ids=lambda p: p.name)
+def test_runtime_env_brings_every_dependency(path):
+    """Ray's image has ray; the pip list must bring the rest of pyproject.toml's dependencies."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     def name(requirement: str) -> str:
         return re.split(r"[\s\[<>=!~;@]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
     needed = {name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
-    runtime_env = yaml.safe_load(load(RAYJOB)["spec"]["runtimeEnvYAML"])
-    assert needed - {"ray"} <= {name(r) for r in runtime_env["pip"]}
-    assert "working_dir" in runtime_env  # tune_configs/ and raygan's code for the entrypoint
+    env = runtime_env(path)
+    assert needed - {"ray"} <= {name(r) for r in env["pip"]}
+    assert "working_dir" in env  # raygan's code (and tune_configs/ for the RayJob's entrypoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# the RayService: KubeRay's RayService CRD is not vendored, so its two parts are checked on their own
+
+
+def test_rayservice_cluster_matches_the_raycluster_crd(raycluster_schema):
+    manifest = load(RAYSERVICE)
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    assert set(manifest["spec"]) == {"serveConfigV2", "rayClusterConfig"}
+    as_cluster = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "raygan"}}
+    assert schema_errors(raycluster_schema, {**as_cluster, "spec": manifest["spec"]["rayClusterConfig"]}) == []
+    broken = copy.deepcopy(manifest["spec"]["rayClusterConfig"])
+    broken["workerGroupSpecs"][0]["minReplica"] = 1  # misspelled: the check bites
+    assert any("minReplica" in e for e in schema_errors(raycluster_schema, {**as_cluster, "spec": broken}))
+
+
+def test_rayservice_serve_config_is_valid_and_builds_raygans_app(tmp_path):
+    """serveConfigV2 through Ray Serve's own schema; its import path and args through raygan, with a local
+    checkpoint in place of the S3 one."""
+    import importlib
+
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+    from test_serve import tiny_checkpoint
+
+    from raygan.serve.app import BUILD_ARGS, GeneratorServer
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(load(RAYSERVICE)["spec"]["serveConfigV2"]))
+    (app,) = config.applications
+    module, _, attribute = app.import_path.partition(":")
+    build = getattr(importlib.import_module(module), attribute)
+    assert set(app.args) <= set(BUILD_ARGS) and app.args["checkpoint"].startswith("s3://")
+    assert [d.name for d in app.deployments] == [GeneratorServer.name]
+    assert isinstance(build({**app.args, "checkpoint": tiny_checkpoint(tmp_path, [])}), Application)
+    with pytest.raises(ValueError, match="checkpoint"):
+        build({"checkpoint": "s3://b/x", "replica": 2})  # misspelled: named, not ignored
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,15 @@ import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "raygan"
-COMMANDS = ("raygan.cli", "raygan.tune", "raygan.report", "raygan.sampling", "raygan.compare", "raygan.export")
+COMMANDS = (
+    "raygan.cli",
+    "raygan.tune",
+    "raygan.report",
+    "raygan.sampling",
+    "raygan.compare",
+    "raygan.export",
+    "raygan.serve",
+)
 NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers the package's modules)
     "raygan.config": ("raygan.models", "raygan.metrics", "raygan.train", "raygan.data", *COMMANDS),
     "raygan.storage": ("raygan.config", "raygan.data", "raygan.train", *COMMANDS),

@@ -230,19 +230,21 @@ def _write_line(line: str) -> None:
 
 
 @contextlib.contextmanager
-def ray_connection(requests: Iterable[tuple[ScalingConfig, dict]] = (), share: dict | None = None) -> Iterator[None]:
+def ray_connection(
+    requests: Iterable[tuple[ScalingConfig, dict]] = (), share: dict | None = None, log_to_driver: bool = True
+) -> Iterator[None]:
     """Ray for the length of a command: the cluster in RAY_ADDRESS (unset: the one `ray start` last started
     on this machine, if any), or a local one. First, on a Ray without an autoscaler (one this call would
     start, or a local session already running), a ConfigError for any `requests` (scaling, searched values)
     it could never meet: Ray would wait for them forever. Disconnects at the end only if it connected (a
     caller's own Ray stays up); disconnecting lets the workers' last log lines arrive before the caller
-    prints its result."""
+    prints its result. `log_to_driver=False` keeps the workers' logs in Ray's log files only."""
     local_ray.check_requests(requests, local_ray.capacity(), share)
     if ray.is_initialized():
         yield
         return
     with local_ray.quiet_start() as options:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True, **options)
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=log_to_driver, **options)
     try:
         yield
     finally:
