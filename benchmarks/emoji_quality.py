@@ -23,9 +23,25 @@ import sys
 TARGET_KL = 0.05
 
 
+def npz_samples(path: str):
+    """An .npz's `images` (uint8, N x 3 x H x W, as `raygan sample` writes them) in [-1, 1], at their own size."""
+    import numpy as np
+    import torch
+
+    from raygan.errors import UserError
+
+    try:
+        images = torch.from_numpy(np.load(path)["images"])
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: not an .npz with uint8 `images` ({e})") from None
+    return images.float() / 127.5 - 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a run (its best checkpoint) or a checkpoint, local or s3://")
+    parser.add_argument(
+        "checkpoint", help="a run (its best checkpoint) or a checkpoint, local or s3://; or an .npz of samples"
+    )
     parser.add_argument("--samples", type=int, default=10_000, help="samples for the category histogram")
     args = parser.parse_args()
 
@@ -43,20 +59,26 @@ def main() -> int:
     from raygan.report import load_run
 
     torch.set_num_threads(2)
+    samples = None
     try:
-        G, cfg, meta = load_generator(args.checkpoint)
+        if args.checkpoint.endswith(".npz"):  # a peer's samples (benchmarks/plain_dcgan.py): no run to judge
+            samples = npz_samples(args.checkpoint)
+            size, data_name, meta = samples.shape[-1], "emoji", {"checkpoint": args.checkpoint}
+        else:
+            G, cfg, meta = load_generator(args.checkpoint)
+            size, data_name = cfg.data.image_size, cfg.data.name
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    size = cfg.data.image_size
-    if cfg.data.name != "emoji" or size not in (16, 32, 64):
+    if data_name != "emoji" or size not in (16, 32, 64):
         print(
-            f"error: {meta['checkpoint']}: trained on {cfg.data.name} at {size}px; this check needs emoji",
+            f"error: {meta['checkpoint']}: trained on {data_name} at {size}px; this check needs emoji",
             file=sys.stderr,
         )
         return 2
     extractor = load_extractor("emoji", 3)
-    train, test = emoji("train", size, cfg.data.background), emoji("test", size, cfg.data.background)
+    background = "white" if samples is not None else cfg.data.background
+    train, test = emoji("train", size, background), emoji("test", size, background)
     test_features = extract(extractor, test.images)[0]
 
     def fid(images: torch.Tensor) -> float:
@@ -65,8 +87,12 @@ def main() -> int:
         metrics.add_fake(extract(extractor, images)[0])
         return metrics.compute(len(test_features), len(images))["fid"]
 
-    z, labels = fixed_latents(cfg, meta["num_classes"], max(args.samples, len(train)))
-    samples = generate(G, z, labels)
+    if samples is None:
+        z, labels = fixed_latents(cfg, meta["num_classes"], max(args.samples, len(train)))
+        samples = generate(G, z, labels)
+    if len(samples) < len(train):
+        print(f"error: {args.checkpoint}: {len(samples)} samples; this check needs {len(train)}", file=sys.stderr)
+        return 2
     floor, half, quarter = fid(train.images), fid(blur(train.images, size // 2)), fid(blur(train.images, size // 4))
     run = fid(samples[: len(train)])
     classes = extract(extractor, samples[: args.samples])[1]
@@ -74,11 +100,11 @@ def main() -> int:
     real_hist = torch.bincount(train.labels, minlength=9).double()
     category_kl = kl_divergence(fake_hist, real_hist / real_hist.sum())
     run_folder = storage.parent(meta["checkpoint"])  # checkpoints sit in their run folder
-    evaluations = load_run([run_folder], "run").evaluations
+    evaluations = [] if args.checkpoint.endswith(".npz") else load_run([run_folder], "run").evaluations
     last = evaluations[-1] if evaluations else {}
     flags = sorted(k[len("health_") :] for k, v in last.items() if k.startswith("health_") and v)
     n = len(train)
-    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step')}, {size}x{size})")
+    print(f"checkpoint: {meta['checkpoint']} (step {meta.get('step', '?')}, {size}x{size})")
     print(f"noise floor:          FID {floor:8.3f}  ({n} training images vs {len(test)} emoji:test)")
     print(f"blur baseline ({size // 2:>2}px): FID {half:8.3f}  (the training images at half resolution)")
     print(f"blur baseline ({size // 4:>2}px): FID {quarter:8.3f}  (a quarter)")
@@ -94,7 +120,7 @@ def main() -> int:
     if evaluations:
         print(f"health at the last evaluation (step {last['step']}): {', '.join(flags) or 'no flags'}")
     else:
-        print(f"health: {run_folder} has no evaluation records (not a raygan train run), so it cannot be judged")
+        print(f"health: {args.checkpoint} has no evaluation records (not a raygan train run), so it cannot be judged")
     met = run < half and category_kl <= TARGET_KL and bool(evaluations) and not flags
     print(
         f"targets: FID below the {size // 2}px blur baseline, category KL <= {TARGET_KL}, no health flag: "
