@@ -31,20 +31,22 @@ from raygan import storage
 from raygan.errors import UserError
 from raygan.images import save_gif
 from raygan.train.runlog import GRIDS, read_metrics
-
-SUMMARY, SEARCH, RUNS = "summary.json", "search.json", "runs"  # what a sweep leaves in its experiment folder
-SUMMARY_COLUMNS = (
-    "trial",
-    "order",
-    "best_fid",
-    "best_step",
-    "last_step",
-    "trained_s",
-    "images_seen",
-    "health",
-    "stop_reason",
-    "best_checkpoint",
+from raygan.tune.summary import (
+    RESULT_COLUMNS,
+    RUNS,
+    SUMMARY,
+    TrialRow,
+    finite,
+    importance,
+    is_number,
+    parse_run_folder,
+    read_fanova,
+    read_summary,
+    search_progress,
+    search_summary,
+    searched_keys,
 )
+
 LOSS_LABELS = {"g_loss": "G loss", "d_loss": "D loss", "critic_loss": "critic loss"}
 FIGURE_SIZE = (8, 4.5)  # inches, at 100 dpi: 800 x 450 pixels
 GIF_MIN_WIDTH = 320  # small grids are scaled up (whole pixels) so that the caption stays readable
@@ -67,14 +69,6 @@ class RunHistory:
     @property
     def evaluations(self) -> list[dict]:
         return [r for r in self.records if "fid" in r]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _list(uri: str) -> list[str]:
@@ -109,7 +103,7 @@ def _read_records(run_uri: str) -> list[dict]:
         records = read_metrics(run_uri)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{storage.join(run_uri, 'metrics.jsonl')}: a line is not valid JSON") from None
-    if any(not isinstance(r, dict) or not _finite(r.get("step")) for r in records):
+    if any(not isinstance(r, dict) or not finite(r.get("step")) for r in records):
         raise UserError(f"{storage.join(run_uri, 'metrics.jsonl')}: a line without a numeric step")
     by_step = {int(r["step"]): r for r in records}  # a repeated step: the later line wins
     return [by_step[step] for step in sorted(by_step)]
@@ -146,10 +140,9 @@ def trial_runs(experiment_uri: str) -> dict[str, list[str]]:
     """trial id -> its run folders under runs/, its own first, then PBT continuations by exploit step."""
     runs: dict[str, list[tuple[int, str]]] = {}
     for name in _list(storage.join(experiment_uri, RUNS)):
-        trial, _, continuation = name.partition("-from-")  # "T" or "T-from-DONOR-STEP"
-        exploit_step = re.search(r"-(\d+)$", continuation)
-        order = -1 if not continuation else int(exploit_step.group(1)) if exploit_step else 0
-        runs.setdefault(trial, []).append((order, name))
+        folder = parse_run_folder(name)
+        order = -1 if folder.donor is None else folder.step if folder.step is not None else 0
+        runs.setdefault(folder.trial, []).append((order, name))
     return {
         trial: [storage.join(experiment_uri, RUNS, name) for _, name in sorted(named)] for trial, named in runs.items()
     }
@@ -157,7 +150,7 @@ def trial_runs(experiment_uri: str) -> dict[str, list[str]]:
 
 def best_evaluation(history: RunHistory) -> dict | None:
     """The evaluation with the lowest finite FID (the first of equals)."""
-    scored = [r for r in history.evaluations if _finite(r.get("fid"))]
+    scored = [r for r in history.evaluations if finite(r.get("fid"))]
     return min(scored, key=lambda r: r["fid"]) if scored else None
 
 
@@ -166,91 +159,29 @@ def health_events(history: RunHistory) -> list[dict]:
     seen = {}
     for record in history.evaluations:
         for event in (record.get("health") or {}).get("events") or []:
-            if isinstance(event, dict) and _finite(event.get("step")):
+            if isinstance(event, dict) and finite(event.get("step")):
                 seen.setdefault((event["step"], str(event.get("condition"))), event)
     return [seen[key] for key in sorted(seen)]
 
 
 def _row_from_history(trial: str, history: RunHistory | None) -> dict:
     """A summary row for a trial that summary.json does not list (a sweep still running, or interrupted)."""
-    row: dict[str, Any] = {column: None for column in SUMMARY_COLUMNS}
-    row["trial"] = trial
+    row = TrialRow(trial=trial)
     if history is not None and history.records:
         best = best_evaluation(history)
         last_health = (history.evaluations[-1].get("health") or {}) if history.evaluations else {}
-        row.update(
-            best_fid=best["fid"] if best else None,
-            best_step=best["step"] if best else None,
-            last_step=history.records[-1]["step"],
-            health=last_health.get("status"),
-            stop_reason=last_health.get("stop_reason"),
-            trained_s=history.records[-1].get("trained_s"),
-            images_seen=history.records[-1].get("images_seen"),
-        )
-    return row
-
-
-def _read_summary(experiment_uri: str) -> list[dict] | None:
-    uri = storage.join(experiment_uri, SUMMARY)
-    data = storage.read_bytes(uri)
-    if data is None:
-        return None
-    try:
-        rows = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{uri}: not valid JSON ({e})") from None
-    if not isinstance(rows, list) or any(not isinstance(r, dict) or "trial" not in r for r in rows):
-        raise UserError(f"{uri}: expected a list of rows, each with a 'trial'")
-    return rows
-
-
-def searched_keys(rows: list[dict]) -> list[str]:
-    """The swept config keys: every summary column that is not one of the fixed ones, in order."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in SUMMARY_COLUMNS and k not in keys]
-    return keys
-
-
-def search_progress(rows: list[dict]) -> list[dict]:
-    """After each trial, in the order the sweep started them: the best FID so far and the seconds trained
-    by all trials up to it (what a searcher is judged on: how soon it finds a good config, at what cost)."""
-    ordered = sorted(rows, key=lambda r: r["order"] if _is_number(r.get("order")) else math.inf)  # stable
-    best, spent, progress = math.inf, 0.0, []
-    for count, row in enumerate(ordered, 1):
-        spent += row.get("trained_s") or 0.0
-        if _finite(row.get("best_fid")):
-            best = min(best, row["best_fid"])
-        progress.append(
-            {
-                "trials": count,
-                "trial": row["trial"],
-                "trained_s": spent,
-                "best_fid": best if math.isfinite(best) else None,
-            }
-        )
-    return progress
-
-
-def importance(rows: list[dict], searched: list[str]) -> dict[str, float | None]:
-    """Spearman rank correlation of each numeric searched value with the trials' best FID (-1: larger values
-    always did better, 0: no monotone effect); None for categories or under 3 scored trials with varied values."""
-    from scipy.stats import spearmanr
-
-    scored = [row for row in rows if _finite(row.get("best_fid"))]
-    result: dict[str, float | None] = {}
-    for key in searched:
-        values, fids = [row.get(key) for row in scored], [row["best_fid"] for row in scored]
-        if len(scored) < 3 or not all(_is_number(v) for v in values) or len(set(values)) < 2 or len(set(fids)) < 2:
-            result[key] = None
-            continue
-        rho = float(spearmanr(values, fids).statistic)
-        result[key] = round(rho, 3) if math.isfinite(rho) else None
-    return result
+        row.best_fid = best["fid"] if best else None
+        row.best_step = best["step"] if best else None
+        row.last_step = history.records[-1]["step"]
+        row.health = last_health.get("status")
+        row.stop_reason = last_health.get("stop_reason")
+        row.trained_s = history.records[-1].get("trained_s")
+        row.images_seen = history.records[-1].get("images_seen")
+    return row.to_dict()
 
 
 def _sort_key(row: dict) -> float:
-    return row["best_fid"] if _finite(row.get("best_fid")) else math.inf
+    return row["best_fid"] if finite(row.get("best_fid")) else math.inf
 
 
 @dataclass
@@ -263,7 +194,7 @@ class Experiment:
 
 
 def load_experiment(experiment_uri: str) -> Experiment:
-    summary = _read_summary(experiment_uri)
+    summary = read_summary(experiment_uri)
     runs = trial_runs(experiment_uri)
     rows = [dict(r, trial=str(r["trial"])) for r in summary or []]
     histories = {}
@@ -275,11 +206,7 @@ def load_experiment(experiment_uri: str) -> Experiment:
     rows += [_row_from_history(trial, histories.get(trial)) for trial in sorted(runs) if trial not in listed]
     if not rows:
         raise UserError(f"{experiment_uri}: no trials ({SUMMARY} lists none and {RUNS}/ holds no run folders)")
-    search = storage.read_bytes(storage.join(experiment_uri, SEARCH))
-    try:
-        fanova = json.loads(search).get("fanova") if search else None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        fanova = None  # written by the sweep beside summary.json; the report does without it
+    fanova = read_fanova(experiment_uri)
     return Experiment(experiment_uri, sorted(rows, key=_sort_key), searched_keys(summary or []), histories, fanova)
 
 
@@ -322,7 +249,7 @@ def _log_fid_axis(ax) -> None:
 
 
 def _series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(r["step"], r[key]) for r in records if _finite(r.get(key))]
+    points = [(r["step"], r[key]) for r in records if finite(r.get(key))]
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -408,14 +335,14 @@ def plot_fid(history: RunHistory, path: Path) -> Path:
 
 
 def has_modes(history: RunHistory) -> bool:
-    return any(_finite(r.get("modes_total")) and r["modes_total"] > 0 for r in history.evaluations)
+    return any(finite(r.get("modes_total")) and r["modes_total"] > 0 for r in history.evaluations)
 
 
 def plot_modes(history: RunHistory, path: Path) -> Path:
     """Classes covered (left axis) and KL of the sampled class mix from the real one (right axis)."""
     figure, ax = _figure()
     steps, covered = _series(history.evaluations, "modes_covered")
-    total = max(r["modes_total"] for r in history.evaluations if _finite(r.get("modes_total")))
+    total = max(r["modes_total"] for r in history.evaluations if finite(r.get("modes_total")))
     lines = ax.plot(steps, covered, "o-", color="tab:green", label="modes covered")
     ax.axhline(total, color="tab:green", linestyle="--", alpha=0.5)
     ax.set_ylim(0, total * 1.05)
@@ -451,7 +378,7 @@ def plot_fid_trials(experiment: Experiment, path: Path) -> Path:
             continue
         all_fids += fids
         stopped = _stopped(row)
-        label = f"{row['trial']} (best {row['best_fid']:.4g})" if _finite(row.get("best_fid")) else row["trial"]
+        label = f"{row['trial']} (best {row['best_fid']:.4g})" if finite(row.get("best_fid")) else row["trial"]
         label += " stopped" if stopped else ""
         (line,) = ax.plot(steps, fids, "--" if stopped else "-", marker=".", label=label)
         if stopped:
@@ -475,11 +402,11 @@ def plot_effect(experiment: Experiment, key: str, path: Path) -> Path:
     """Best FID against one searched value: a scatter for numbers, a box and strip per category."""
     figure, ax = _figure()
     title = f"best FID against {key}"
-    points = [(row.get(key), row["best_fid"]) for row in experiment.rows if _finite(row.get("best_fid"))]
+    points = [(row.get(key), row["best_fid"]) for row in experiment.rows if finite(row.get("best_fid"))]
     if not points:
         _placeholder(ax, title, "no trial has a best FID yet")
         return _save(figure, path)
-    if all(_is_number(value) for value, _ in points):
+    if all(is_number(value) for value, _ in points):
         values = [float(value) for value, _ in points]
         ax.scatter(values, [fid for _, fid in points], s=40)
         best_value, best_fid = min(points, key=lambda p: p[1])
@@ -625,12 +552,12 @@ def _run_summary(history: RunHistory, stop_reason: str | None) -> list[tuple[str
     last = history.evaluations[-1] if history.evaluations else {}
     best = best_evaluation(history)
     last_health = last.get("health") or {}
-    speeds = [r["images_per_s"] for r in history.records if _finite(r.get("images_per_s"))]
+    speeds = [r["images_per_s"] for r in history.records if finite(r.get("images_per_s"))]
     return [
         ("last step", history.records[-1]["step"]),
         ("evaluations", len(history.evaluations)),
         ("best FID", f"{best['fid']:.4g} at step {best['step']}" if best else None),
-        ("final FID", f"{last['fid']:.4g} at step {last['step']}" if _is_number(last.get("fid")) else None),
+        ("final FID", f"{last['fid']:.4g} at step {last['step']}" if is_number(last.get("fid")) else None),
         ("health", last_health.get("status")),
         ("stop reason", stop_reason or last_health.get("stop_reason")),
         ("images/s (median)", f"{statistics.median(speeds):.1f}" if speeds else None),
@@ -709,8 +636,7 @@ def _safe_name(text: str) -> str:
 
 
 def write_trials_csv(experiment: Experiment, path: Path) -> Path:
-    results = SUMMARY_COLUMNS[SUMMARY_COLUMNS.index("best_fid") :]  # the summary's columns after the searched keys
-    columns = ["rank", "trial", *experiment.searched, *results]
+    columns = ["rank", "trial", *experiment.searched, *RESULT_COLUMNS]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -814,10 +740,5 @@ def write_report(uri: str, out: str | Path) -> dict:
     else:
         experiment = load_experiment(uri)
         written = write_experiment_report(experiment, out)
-        search = {
-            "importance": importance(experiment.rows, experiment.searched),
-            "best_so_far": search_progress(experiment.rows),
-        }
-        if experiment.fanova is not None:
-            search["fanova"] = experiment.fanova
+        search = search_summary(experiment.rows, experiment.searched, experiment.fanova)
     return {"out": str(out), "kind": kind, "files": [p.relative_to(out).as_posix() for p in written], **search}

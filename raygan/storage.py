@@ -93,6 +93,12 @@ def check_uri(uri: str) -> None:
         raise UserError(f"{uri}: unsupported storage URI ({str(e).splitlines()[0]})") from None
 
 
+def root(path: str) -> str:
+    """A storage root as Ray wants it, checked: URIs without a trailing slash, local folders absolute."""
+    check_uri(path)
+    return path.rstrip("/") if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
 def check_writable(uri: str) -> None:
     """Preflight before Ray starts: the URI is well formed and, for object stores, a marker object
     can be written and deleted with the credentials in the environment. Local folders are created on
