@@ -28,7 +28,7 @@ from torch import nn
 
 from raygan import storage
 from raygan.config import Config, build_config
-from raygan.errors import UserError
+from raygan.errors import UserError, first_line
 
 STATE, GENERATOR, CONFIG, META, GRID = "state.pt", "generator.pt", "config.json", "meta.json", "grid.png"
 MANIFEST = "manifest.json"
@@ -74,8 +74,7 @@ def safe_load(source: Path | str | bytes, name: str | None = None) -> Any:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         return torch.load(stream, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{name}: not a loadable raygan checkpoint file ({first_line})") from None
+        raise UserError(f"{name}: not a loadable raygan checkpoint file ({first_line(e)})") from None
 
 
 def _read(checkpoint: str, name: str) -> bytes:
@@ -152,7 +151,7 @@ def resolve_checkpoint(path: str) -> str:
     try:
         names = storage.sizes(path, files_only=False)
     except OSError as e:
-        raise UserError(f"{path}: cannot read ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: cannot read ({first_line(e)})") from None
     if not names:
         raise UserError(f"{path}: no such checkpoint or run")
     if GENERATOR in names or MANIFEST in names:

@@ -186,12 +186,9 @@ def _load(args, extra: dict | None = None) -> Config:
 
 def storage_root(cfg: Config) -> str:
     """storage.path as Ray wants it: URIs unchanged, local folders absolute."""
-    from raygan.storage import check_uri
+    from raygan import storage
 
-    check_uri(cfg.storage.path)
-    if "://" in cfg.storage.path:
-        return cfg.storage.path.rstrip("/")
-    return str(Path(cfg.storage.path).expanduser().resolve())
+    return storage.root(cfg.storage.path)
 
 
 def _print_json(obj: dict) -> None:
@@ -268,7 +265,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from raygan.tune import run_sweep, validate_sweep
+    from raygan.tune.sweep import run_sweep, validate_sweep
 
     cfg = _load(args)
     check_packages(cfg.logging)
@@ -283,12 +280,13 @@ def cmd_tune(args) -> int:
     from ray.tune import Tuner
 
     from raygan import storage
-    from raygan.tune import restore_args
+    from raygan.tune.summary import CONSOLE_COLUMNS
+    from raygan.tune.sweep import restore_args
 
     if args.resume and not Tuner.can_restore(**restore_args(storage.join(root, name))):
         raise UserError(f"--resume: no experiment {name} under {root}")
     result = run_sweep(cfg, name, root, resume=args.resume)
-    columns = ["trial", *result["searched"], "best_fid", "best_step", "last_step", "trained_s", "stop_reason"]
+    columns = ["trial", *result["searched"], *CONSOLE_COLUMNS]
     print(format_table(result["rows"], columns))
     print(f"experiment: {result['experiment']} (summary.csv, summary.json)")
     if result["best_fid"] is not None:

@@ -1,4 +1,5 @@
-"""Errors that mean "the user's input is wrong": the CLI prints them as one line and exits 2."""
+"""Errors that mean "the user's input is wrong" (the CLI prints them as one line and exits 2), and
+`first_line`, the one line of any error that a message quotes."""
 
 
 class UserError(Exception):
@@ -11,3 +12,13 @@ class ConfigError(UserError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def first_line(exc_or_text: BaseException | str) -> str:
+    """The first non-blank line of an exception's message or of a text, stripped: what a one-line error shows.
+    An exception with no message gives its type's name (`first_line(OSError())` is "OSError"), a blank text ""."""
+    text = str(exc_or_text)
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not line and isinstance(exc_or_text, BaseException):
+        return type(exc_or_text).__name__
+    return line

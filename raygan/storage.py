@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from raygan.errors import UserError
+from raygan.errors import UserError, first_line
 
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -90,7 +90,13 @@ def check_uri(uri: str) -> None:
     try:
         pyarrow.fs.FileSystem.from_uri(uri)
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, OSError) as e:
-        raise UserError(f"{uri}: unsupported storage URI ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{uri}: unsupported storage URI ({first_line(e)})") from None
+
+
+def root(path: str) -> str:
+    """A storage root as Ray wants it, checked: URIs without a trailing slash, local folders absolute."""
+    check_uri(path)
+    return path.rstrip("/") if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
 def check_writable(uri: str) -> None:
@@ -147,7 +153,7 @@ def _check_pyarrow(uri: str) -> None:
             stream.write(b"")
         fs.delete_file(marker)
     except OSError as e:
-        raise UserError(f"{uri}: cannot write there ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{uri}: cannot write there ({first_line(e)})") from None
 
 
 def filesystem(uri: str, patient: bool = False) -> tuple[pyarrow.fs.FileSystem, str]:

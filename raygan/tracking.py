@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from raygan.config import Config, LoggingConfig
-from raygan.errors import ConfigError, UserError
+from raygan.errors import ConfigError, UserError, first_line
 
 TRACKERS = ("mlflow", "wandb")  # config key = package = import name
 MLFLOW_BATCH_PARAMS = 100  # MLflow's log_batch takes at most 100 params at once
@@ -177,7 +177,7 @@ class RunTracker:
                 )
                 run = self.client.create_run(experiment_id, run_name=name, tags={"raygan.run": run_uri})
             except MlflowException as e:
-                raise UserError(f"logging.mlflow: {_first_line(e)}") from None
+                raise UserError(f"logging.mlflow: {first_line(e)}") from None
             self.run_id = run.info.run_id
             mlflow_log_params(self.client, self.run_id, flat_params(cfg))
         if wandb is not None:
@@ -188,7 +188,7 @@ class RunTracker:
                     project=wandb.project, mode=wandb.mode, name=name, config=cfg.to_dict(), reinit="create_new"
                 )
             except Exception as e:  # W&B's own errors (no API key online, a project it refuses) name the cause
-                raise UserError(f"logging.wandb: {_first_line(e)}") from None
+                raise UserError(f"logging.wandb: {first_line(e)}") from None
 
     def log(self, metrics: dict, checkpoint_uri: str | None) -> None:
         """One report (rank 0's metrics as Ray got them) and the URI of the checkpoint it came with."""
@@ -231,13 +231,8 @@ class RunTracker:
 
     def _warn(self, error: Exception) -> None:
         if not self._warned:
-            sys.stdout.write(f"warning: experiment tracking failed, the run goes on ({_first_line(error)[:200]})\n")
+            sys.stdout.write(f"warning: experiment tracking failed, the run goes on ({first_line(error)[:200]})\n")
             self._warned = True
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------

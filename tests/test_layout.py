@@ -19,6 +19,7 @@ COMMANDS = (
     "raygan.export",
     "raygan.serve",
 )
+SWEEP_READERS = ("raygan.report", "raygan.cli")
 NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers the package's modules)
     "raygan.config": ("raygan.models", "raygan.metrics", "raygan.train", "raygan.data", *COMMANDS),
     "raygan.storage": ("raygan.config", "raygan.data", "raygan.train", *COMMANDS),
@@ -28,7 +29,25 @@ NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers 
     "raygan.metrics": ("raygan.train", "raygan.checkpoint", *COMMANDS),
     "raygan.checkpoint": ("raygan.metrics", "raygan.train", *COMMANDS),
     "raygan.train": COMMANDS,
+    # inside the sweep (its __main__ is the CLI): report and cli read a sweep's results from summary, which
+    # knows no driver, and no room of tune reads the report
+    "raygan.tune.space": (
+        *SWEEP_READERS,
+        "raygan.tune.searchers",
+        "raygan.tune.trials",
+        "raygan.tune.summary",
+        "raygan.tune.sweep",
+    ),
+    "raygan.tune.searchers": (*SWEEP_READERS, "raygan.tune.trials", "raygan.tune.summary", "raygan.tune.sweep"),
+    "raygan.tune.summary": (*SWEEP_READERS, "raygan.tune.searchers", "raygan.tune.trials", "raygan.tune.sweep"),
+    "raygan.tune.trials": (*SWEEP_READERS, "raygan.tune.sweep"),
+    "raygan.tune.sweep": SWEEP_READERS,
+    "raygan.report": ("raygan.cli", "raygan.tune.searchers", "raygan.tune.trials", "raygan.tune.sweep"),
+    "raygan.report.loading": ("raygan.report.plots", "raygan.report.page"),
+    "raygan.report.plots": ("raygan.report.page",),
 }
+REEXPORT_ONLY = ("raygan.tune", "raygan.report")  # packages whose __init__ re-exports and implements nothing
+MAX_MODULE_LINES = 650  # past this a module holds more than one concern; split it by concern
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -147,3 +166,23 @@ def test_the_libraries_never_import_what_is_built_on_them():
         if any(within(imported, other) for other in forbidden)
     )
     assert not upward, "imports that point upwards:\n" + "\n".join(upward)
+
+
+def test_the_packages_that_re_export_implement_nothing():
+    for package in REEXPORT_ONLY:
+        init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
+        tree = ast.parse(init.read_text())
+        defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+        assert not defined, f"{init}: defines {defined}; move them to the module that owns them"
+        assert "raygan.tune.summary" in import_graph()["raygan.report.loading"]  # readers import the producer's rows
+
+
+def test_every_module_says_what_it_owns_and_stays_small():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if not text.strip():
+            continue  # an empty package __init__ owns nothing
+        lines = text.count("\n")
+        assert lines <= MAX_MODULE_LINES, f"{path}: {lines} lines (at most {MAX_MODULE_LINES}); split it by concern"
+        docstring = ast.get_docstring(ast.parse(text))
+        assert docstring and docstring.strip(), f"{path}: no docstring whose first line says what it owns"

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from raygan import storage
 from raygan.config import DataConfig, background_rgb
-from raygan.errors import UserError
+from raygan.errors import UserError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DIGITS_TEST_FRACTION = 0.2  # fixed held-out split: 1,437 train / 360 test images
@@ -264,7 +264,7 @@ def _read_data_file(path: str) -> bytes:
     except UserError as e:
         raise UserError(f"data.path: {e}") from None
     except (OSError, ValueError) as e:  # pyarrow: unreachable endpoint, refused credentials, missing bucket
-        raise UserError(f"data.path: {path}: cannot read ({str(e).strip().splitlines()[0]})") from None
+        raise UserError(f"data.path: {path}: cannot read ({first_line(e)})") from None
     if data is None:
         raise UserError(f"data.path: {path}: no such file")
     return data

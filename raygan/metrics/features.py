@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from raygan.errors import ConfigError
+from raygan.errors import ConfigError, first_line
 
 
 class Extractor(nn.Module):
@@ -168,7 +168,7 @@ class ScriptedExtractor(Extractor):
         try:
             self.net = torch.jit.load(str(file), map_location="cpu").eval()
         except (RuntimeError, ValueError) as e:
-            raise ConfigError("eval.features", f"{path}: not a TorchScript module ({str(e).splitlines()[0]})") from None
+            raise ConfigError("eval.features", f"{path}: not a TorchScript module ({first_line(e)})") from None
         self.num_features = int(getattr(self.net, "num_features", 0)) or None
         self.identity = f"script-{_file_digest(file)}"
 

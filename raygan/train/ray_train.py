@@ -34,6 +34,7 @@ from raygan.collectives import all_reduce_mean
 from raygan.config import Config, ScalingConfig, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset, in_memory
+from raygan.errors import first_line
 from raygan.images import grid_array, png_bytes
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
@@ -180,7 +181,7 @@ def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.tr
             if time.monotonic() > deadline:
                 raise
             if not waited:
-                _write_line(f"warning: storage unreachable, {dir_name} waits for it ({str(e).splitlines()[0][:160]})")
+                _write_line(f"warning: storage unreachable, {dir_name} waits for it ({first_line(e)[:160]})")
                 waited = True
             time.sleep(STORAGE_RETRY_S)
     if waited:

@@ -23,6 +23,7 @@ import torch
 
 from raygan import storage
 from raygan.config import Config
+from raygan.errors import first_line
 from raygan.images import png_bytes
 
 METRICS, GRIDS, TENSORBOARD = "metrics.jsonl", "grids", "tensorboard"
@@ -103,7 +104,7 @@ class RunLog:
                 storage.write_bytes(uri, self.pending[uri])
             except OSError as e:
                 if not self._warned:
-                    sys.stdout.write(f"warning: storage unreachable, will retry ({str(e).splitlines()[0][:160]})\n")
+                    sys.stdout.write(f"warning: storage unreachable, will retry ({first_line(e)[:160]})\n")
                     self._warned = True
                 return False
             del self.pending[uri]
