@@ -226,13 +226,15 @@ def cmd_train(args) -> int:
     from ray.train import TrainingFailedError
 
     from raygan import storage
+    from raygan.run_lock import RunLock
     from raygan.train.loop import format_timing
     from raygan.train.ray_train import best_checkpoint, checkpoint_uri, fit
 
     _preflight(cfg)
     root = storage_root(cfg)
     try:
-        result = fit(cfg, name, root, started_at=STARTED_AT)
+        with RunLock(storage.join(root, name), "--name", "raygan train"):
+            result = fit(cfg, name, root, started_at=STARTED_AT)
     except TrainingFailedError as e:
         print(f"error: run {name} failed: {e}", file=sys.stderr)
         return 1
@@ -280,12 +282,14 @@ def cmd_tune(args) -> int:
     from ray.tune import Tuner
 
     from raygan import storage
+    from raygan.run_lock import RunLock
     from raygan.tune.summary import CONSOLE_COLUMNS
     from raygan.tune.sweep import restore_args
 
     if args.resume and not Tuner.can_restore(**restore_args(storage.join(root, name))):
         raise UserError(f"--resume: no experiment {name} under {root}")
-    result = run_sweep(cfg, name, root, resume=args.resume)
+    with RunLock(storage.join(root, name), "--name", "raygan tune"):
+        result = run_sweep(cfg, name, root, resume=args.resume)
     columns = ["trial", *result["searched"], *CONSOLE_COLUMNS]
     print(format_table(result["rows"], columns))
     print(f"experiment: {result['experiment']} (summary.csv, summary.json)")

@@ -293,3 +293,30 @@ def test_emoji_check_scores_a_tiny_checkpoint(tmp_path):
     )
     assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
     assert "blur baseline ( 8px)" in check.stdout and "no evaluation records" in check.stdout
+
+
+@pytest.mark.slow  # two scripts end to end: ~40 s
+def test_the_plain_dcgan_peer_is_scored_like_a_run(tmp_path):
+    """benchmarks/plain_dcgan.py writes samples that benchmarks/emoji_quality.py scores with the same floor and
+    baselines as a run; a few seconds of training are far from the blur baseline."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    npz = tmp_path / "plain.npz"
+    trained = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "plain_dcgan.py"), "--minutes", "0.05", "--threads", "1"]
+        + ["--samples", "3028", "--out", str(npz)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    images = np.load(npz)["images"]
+    assert images.shape == (3028, 3, 32, 32) and images.dtype == np.uint8
+    check = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "emoji_quality.py"), str(npz)], capture_output=True, text=True
+    )
+    assert check.returncode == 1 and "NOT met" in check.stdout, check.stdout + check.stderr[-2000:]
+    assert "noise floor:          FID   29." in check.stdout and "no evaluation records" in check.stdout

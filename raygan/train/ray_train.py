@@ -95,6 +95,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
         if rank == 0 and dataset.skipped:
             _write_line(f"skipped {dataset.skipped} undecodable files in {cfg.data.path}")
     engine = GANEngine(cfg, channels, num_classes, device, _prepare, rank, world_size)
+    if rank == 0 and cfg.train.amp and engine.amp_dtype is None:
+        _write_line(f"train.amp {cfg.train.amp}: this CPU has no {cfg.train.amp} instructions; training in float32")
 
     if bench_steps is not None:
         return _bench(engine, batches, cfg, bench_steps, world_size, loop_config["started_at"])
