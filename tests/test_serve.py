@@ -8,12 +8,15 @@ import base64
 import datetime
 import io
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ import requests
 import torch
 from PIL import Image
 from test_export import look_trained
+from test_report import CHROMIUM, needs_chromium
 from test_step import make, tiny
 
 from raygan.checkpoint import GENERATOR, MANIFEST, checkpoint_name, write_checkpoint
@@ -202,6 +206,221 @@ def test_the_page_uses_the_api_and_nothing_outside(server):
     for needle in ('id="grid"', 'id="seed"', "new seed", 'type="range"', 'id="label"', "interpolate", '"info"'):
         assert needle in page.text, needle
     assert "http" not in page.text.replace("http-equiv", "")  # no CDN, no font, no absolute URL
+
+
+class DevTools:
+    """Headless Chromium driven over the DevTools protocol (a websocket): one page, Runtime.evaluate on it.
+    Chromium runs in its own process group, killed by its id on close."""
+
+    def __init__(self, profile: Path, timeout: float = 60):
+        from websockets.sync.client import connect
+
+        self.timeout, self.ids, self.session, self.socket, self.received = timeout, 0, None, None, []
+        profile.mkdir(parents=True, exist_ok=True)
+        command = [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
+        self.log = open(profile / "chromium.log", "wb")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, start_new_session=True)
+        try:
+            active = profile / "DevToolsActivePort"  # "PORT\n/devtools/browser/ID"
+            deadline = time.monotonic() + timeout
+            while len(lines := (active.read_text().splitlines() if active.exists() else [])) < 2:
+                assert self.process.poll() is None, (profile / "chromium.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, f"no DevToolsActivePort in {timeout} s"
+                time.sleep(0.1)
+            url = f"ws://127.0.0.1:{lines[0]}{lines[1]}"
+            self.socket = connect(url, max_size=None, open_timeout=timeout, proxy=None).__enter__()
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, method: str, session: str | None = None, **params) -> dict:
+        """A command's result; the events that come meanwhile are kept for `events`."""
+        self.ids += 1
+        message = {"id": self.ids, "method": method, "params": params}
+        self.socket.send(json.dumps({**message, "sessionId": session} if session else message))
+        deadline = time.monotonic() + self.timeout
+        while True:
+            answer = json.loads(self.socket.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+            if answer.get("id") == self.ids:
+                assert "error" not in answer, f"{method}: {answer['error']}"
+                return answer["result"]
+            if "method" in answer:
+                self.received.append(answer)
+
+    def events(self, method: str, count: int) -> list[dict]:
+        """The next `count` events named method, waited for."""
+        deadline = time.monotonic() + self.timeout
+        while len(found := [e for e in self.received if e["method"] == method]) < count:
+            assert time.monotonic() < deadline, f"{len(found)} of {count} {method} events in {self.timeout} s"
+            try:
+                message = json.loads(self.socket.recv(timeout=1))
+            except TimeoutError:
+                continue
+            if "method" in message:
+                self.received.append(message)
+        for event in found[:count]:
+            self.received.remove(event)
+        return found[:count]
+
+    def open(self, url: str) -> None:
+        """A new tab at url, once its document (not the images it fetches later) has loaded."""
+        target = self.send("Target.createTarget", url=url)["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.wait(f"location.href === {json.dumps(url)} && document.readyState === 'complete'", f"{url} loaded")
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression on the page (a promise is awaited)."""
+        result = self.send(
+            "Runtime.evaluate", self.session, expression=expression, returnByValue=True, awaitPromise=True
+        )
+        assert "exceptionDetails" not in result, result["result"].get("description", result["exceptionDetails"])
+        return result["result"].get("value")
+
+    def wait(self, expression: str, what: str, timeout: float = 120):
+        """The first truthy value of expression, polled; AssertionError naming `what` after timeout s."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression)):
+            assert time.monotonic() < deadline, f"{what}: not in {timeout} s"
+            time.sleep(0.2)
+        return value
+
+    def close(self) -> None:
+        try:
+            if self.socket is not None:
+                self.socket.__exit__(None, None, None)
+        finally:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)  # the browser and its renderers: its own group
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+            self.log.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    devtools = DevTools(tmp_path / "chromium-profile")
+    try:
+        yield devtools
+    finally:
+        devtools.close()
+
+
+# The grid <img> as the page's script marks it, and its pixels once the image it asked for has loaded
+GRID = """(() => {
+  const img = document.getElementById("grid");
+  const state = {query: img.dataset.query || "", loaded: img.dataset.loaded || "", width: img.naturalWidth,
+                 complete: img.complete, error: document.getElementById("error").textContent};
+  if (state.loaded !== "yes" || !img.complete || !img.naturalWidth) return null;
+  const canvas = document.createElement("canvas");
+  [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+  canvas.getContext("2d").drawImage(img, 0, 0);
+  return {...state, pixels: canvas.toDataURL("image/png")};
+})()"""
+
+
+def grid_shown(browser: DevTools, server, prefix: str, **expected: str) -> np.ndarray:
+    """The grid's pixels once the page has loaded the image for a query with `expected`'s values; they
+    are the pixels /sample serves for that query."""
+    wanted = " && ".join(f'q.get("{k}") === "{v}"' for k, v in expected.items()) or "true"
+    state = browser.wait(
+        f"(() => {{ const q = new URLSearchParams(document.getElementById('grid').dataset.query || '');"
+        f" return {wanted} ? {GRID} : null; }})()",
+        f"the grid for {expected}",
+    )
+    assert state["error"] == "" and state["width"] > 0, state
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(state["pixels"].split(",", 1)[1]))).convert("RGBA"))
+    query = {k: v[0] for k, v in parse_qs(state["query"]).items()}
+    served = get(server, f"/{prefix}/sample", **query)
+    assert served.status_code == 200, served.text
+    np.testing.assert_array_equal(shown, np.asarray(Image.open(io.BytesIO(served.content)).convert("RGBA")))
+    return shown
+
+
+# Counts the page's /sample requests and the answers it has read (instruments window.fetch)
+COUNT_SAMPLES = """(() => {
+  window.samples = {asked: 0, read: 0};
+  const fetch = window.fetch;
+  window.fetch = (url, ...rest) => {
+    if (!String(url).includes("/sample?")) return fetch(url, ...rest);
+    window.samples.asked++;
+    return fetch(url, ...rest).then((response) => {
+      const blob = response.blob.bind(response);
+      response.blob = () => blob().then((body) => { window.samples.read++; return body; });
+      return response;
+    });
+  };
+})()"""
+
+
+def drag_answered_newest_first(browser: DevTools, element: str, values: list[str]) -> None:
+    """A drag over values whose /sample answers reach the page newest first, the older ones after it:
+    as when the server is slow with the first. Returns once the page has read every answer."""
+    browser.evaluate(COUNT_SAMPLES)
+    browser.send("Fetch.enable", browser.session, patterns=[{"urlPattern": "*/sample?*", "requestStage": "Response"}])
+    try:
+        set_value(browser, element, values)
+        asked = browser.evaluate("window.samples.asked")
+        held = browser.events("Fetch.requestPaused", asked)  # answered by the server, held from the page
+        newest = [e for e in held if parse_qs(e["params"]["request"]["url"].split("?")[1])[element] == [values[-1]]]
+        assert newest and len(newest) < len(held), [e["params"]["request"]["url"] for e in held]
+        for group in (newest, [e for e in held if e not in newest]):
+            for event in group:
+                browser.send("Fetch.continueRequest", browser.session, requestId=event["params"]["requestId"])
+            read = len(newest) if group is newest else asked
+            browser.wait(f"window.samples.read === {read}", f"the page reading {read} answers")
+    finally:
+        browser.send("Fetch.disable", browser.session)
+    query = parse_qs(browser.evaluate("document.getElementById('grid').dataset.query"))
+    assert query[element] == [values[-1]], f"an older answer, come back last, replaced the newest: {query}"
+
+
+def differ(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape != b.shape or bool((a != b).any())
+
+
+def set_value(browser: DevTools, element: str, values: list[str]) -> None:
+    """Values set one after the other as a user's drag does: an `input` event for each, `change` at the end."""
+    browser.evaluate(
+        f"(() => {{ const e = document.getElementById('{element}');"
+        f" for (const v of {json.dumps(values)}) {{ e.value = v; e.dispatchEvent(new Event('input')); }}"
+        " e.dispatchEvent(new Event('change')); })()"
+    )
+
+
+@slow
+@needs_chromium
+@pytest.mark.parametrize("prefix", ["u", "c"])
+def test_the_page_in_chromium_redraws_on_the_slider_and_the_class(server, browser, prefix):
+    """The page in a real browser: the grid loads, and a drag of the truncation slider (and, for the
+    conditional model, a class) asks for, loads and shows the new images, the last asked for also when
+    the answers to the drag's earlier requests come back after it."""
+    browser.open(f"{server['url']}/{prefix}/")
+    first = grid_shown(browser, server, prefix, n="16", seed="0", truncation="1")
+    browser.wait("document.getElementById('info').rows.length > 0", "the model's info")
+    classes = browser.evaluate("document.getElementById('label').options.length - 1")
+    assert classes == (10 if prefix == "c" else 0)
+    shown = "(e => e.offsetWidth > 0 && getComputedStyle(e).display !== 'none')(document.getElementById('label-box'))"
+    assert browser.evaluate(shown) is (prefix == "c"), "the class selector is shown for conditional models only"
+
+    drag_answered_newest_first(browser, "truncation", ["0.9", "0.75", "0.6", "0.45", "0.3"])
+    truncated = grid_shown(browser, server, prefix, truncation="0.3")
+    assert browser.evaluate("document.getElementById('truncation-value').textContent") == "0.30"
+    assert differ(truncated, first), "the grid did not change with the truncation"
+    if prefix == "c":
+        set_value(browser, "label", ["3"])
+        one_class = grid_shown(browser, server, prefix, truncation="0.3", label="3")
+        assert differ(one_class, truncated), "the grid did not change with the class"
 
 
 def _crafted(folder: Path) -> str:
