@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pyarrow.fs
 
@@ -77,6 +78,7 @@ class RunLock:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.lost = False  # another command took the lock over (it found ours stale)
+        self._created: list[Path] = []  # local folders the lock made, deepest first: removed again if left empty
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -128,6 +130,11 @@ class RunLock:
         if holder is not None and holder.get("token") != self.token and is_alive(holder, time.time(), modified):
             raise self._refuse(holder)
         self.since = time.time()
+        if not storage.is_uri(self.folder):
+            missing = Path(self.folder)
+            while not missing.exists():
+                self._created.append(missing)
+                missing = missing.parent
         self._write(self.since)
         time.sleep(SETTLE_S["remote" if storage.is_uri(self.uri) else "local"])
         holder, _ = self._read()
@@ -157,3 +164,8 @@ class RunLock:
                 fs.delete_file(path)
         except OSError:  # unreachable storage: the lease runs out on its own
             pass
+        for folder in self._created:  # a command refused as bad input after the lock leaves nothing behind
+            try:
+                folder.rmdir()
+            except OSError:  # holds the run's files
+                break

@@ -35,8 +35,12 @@ def test_a_second_command_is_refused_naming_the_holder_and_can_start_once_it_is_
         assert message.startswith(f"--name: {run} is being written by raygan train (pid {os.getpid()} on ")
         assert socket.gethostname() in message and "\n" not in message
     assert not (run / LOCK).exists()  # released
+    assert not tmp_path.joinpath(
+        "run"
+    ).exists()  # the folders it made, left empty, are gone: a refused command writes nothing
     with RunLock(str(run), "--name", "raygan train"):
-        pass
+        (run / "metrics.jsonl").write_text("{}")
+    assert (run / "metrics.jsonl").exists()  # a run's own files stay
 
 
 def test_a_holder_that_died_does_not_keep_the_run(tmp_path):
@@ -85,6 +89,7 @@ def test_the_holder_keeps_its_heartbeat_and_a_cut_lock_is_nobodys(tmp_path, monk
         first = lock_of(run)["heartbeat"]
         time.sleep(0.5)
         assert lock_of(run)["heartbeat"] > first
+    run.mkdir()
     (run / LOCK).write_text('{"token": "cut sh')  # a lock file cut short by a full disk
     RunLock(str(run), "--name", "raygan train").acquire()
 
