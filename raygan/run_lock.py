@@ -77,6 +77,7 @@ class RunLock:
         self.token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self.since: float | None = None  # when this command took the lock; kept by every heartbeat
         self.lost = False  # another command took the lock over (it found ours stale)
         self._created: list[Path] = []  # local folders the lock made, deepest first: removed again if left empty
 
@@ -98,9 +99,10 @@ class RunLock:
         info = fs.get_file_info(path)
         if info.type != pyarrow.fs.FileType.File:
             return None, None
-        data = storage.read_bytes(self.uri)
+        with fs.open_input_stream(path) as stream:  # one lookup, not read_bytes' second one
+            data = stream.read()
         try:
-            holder = json.loads(data or b"")
+            holder = json.loads(data)
         except ValueError:  # cut short by a full disk or a kill: nobody's lock
             return None, None
         modified = info.mtime.timestamp() if info.mtime is not None else None

@@ -153,8 +153,8 @@ def test_two_trains_on_one_run_the_second_refused_and_a_killed_holder_resumed_fr
 
     from raygan.checkpoint import list_checkpoints
 
-    run = tmp_path / "shared"
-    command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "shared"]
+    run = tmp_path / "contested"
+    command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "contested"]
     command += ["--storage", str(tmp_path), "--set", "train.steps=400", "--set", "train.checkpoint_every=25"]
     command += ["--set", "train.eval_every=200", "--set", "train.keep_checkpoints=30", "--set", "scaling.num_workers=1"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -101,7 +101,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     if bench_steps is not None:
         return _bench(engine, batches, cfg, bench_steps, world_size, loop_config["started_at"])
 
-    bounded_d_loss = cfg.loss.name not in ("wgan", "wgan-gp")
+    bounded_d_loss = math.isfinite(engine.adversaries[0].spec.loss.d_min)  # D's loss has a floor (not a critic's)
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
     checkpoint = ray.train.get_checkpoint()  # this run's latest (after a failure or a re-run)
     if checkpoint is None and loop_config.get("resume_from"):  # another run's (a PBT exploit)
