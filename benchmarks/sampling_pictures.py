@@ -1,4 +1,4 @@
-"""The README's sampling pictures: a conditional digits GAN trained in this process (no Ray, 2,000 steps:
+"""The sampling pictures in docs/results.md: a conditional digits GAN trained in this process (no Ray, 2,000 steps:
 about 6 minutes on the 2 shared cores), then `raygan sample` on its checkpoint for class grids at three
 truncations, a latent walk as a GIF, and `raygan fid`'s metrics of its samples at each truncation against digits:test.
 
@@ -7,7 +7,7 @@ truncations, a latent walk as a GIF, and `raygan fid`'s metrics of its samples a
     .venv/bin/python benchmarks/sampling_pictures.py --checkpoint /tmp/ckpt/checkpoint_0000300   # no training
 
 The GIF is what `raygan sample CKPT --grid-classes --num 6 --interpolate 4 --frames 10` writes, with the
-8x8 digits drawn at their own size instead of at 32x32 (216 KB instead of 2.6 MB; the README scales it).
+8x8 digits drawn at their own size instead of at 32x32 (216 KB instead of 2.6 MB; docs/results.md scales it).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main() -> int:
                     str(name),
                 ]
             )
-            name.with_suffix(".npz").unlink()  # the README shows the grid only
+            name.with_suffix(".npz").unlink()  # docs/results.md shows the grid only
         G, _, meta = load_generator(checkpoint)
         keyframes = draw_latents(COLUMNS, LATENT_DIM, SEED, keyframes=4)
         walk = write_walk(
