@@ -1,5 +1,6 @@
-"""The shipped emoji feature network sees shape, not only colour: FID rises with blur and with patch
-shuffling of real emoji, and colour blobs in each emoji's own palette score worse than half resolution."""
+"""The shipped emoji feature networks see shape, not only colour: FID rises with blur and with patch
+shuffling of real emoji, and colour blobs in each emoji's own palette score worse than half resolution,
+at 32x32 and at 64x64; at 64x64 they see the detail a 32x32 reading averages away."""
 
 import pytest
 import torch
@@ -10,10 +11,10 @@ from raygan.metrics.features import load_extractor
 from raygan.metrics.fid import FeatureMetrics, extract
 
 
-@pytest.fixture(scope="module")
-def scorer():
+@pytest.fixture(scope="module", params=[32, 64], ids=["32px", "64px"])
+def scorer(request):
     extractor = load_extractor("emoji", 3)
-    train, test = emoji("train", 32), emoji("test", 32)
+    train, test = emoji("train", request.param), emoji("test", request.param)
 
     def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
         metrics = FeatureMetrics(extractor.num_features)
@@ -26,8 +27,18 @@ def scorer():
 
 def test_fid_rises_strictly_with_blur(scorer):
     fid, train, test = scorer
-    scores = [fid(test, train)] + [fid(test, blur(train, size)) for size in (16, 8, 4)]
-    assert scores == sorted(scores) and len(set(scores)) == 4, scores
+    sizes = [size for size in (32, 16, 8, 4) if size < train.shape[-1]]
+    scores = [fid(test, train)] + [fid(test, blur(train, size)) for size in sizes]
+    assert scores == sorted(scores) and len(set(scores)) == len(scores), scores
+
+
+def test_at_64px_half_resolution_scores_clearly_worse_than_real_emoji(scorer):
+    """64 -> 32 -> 64 px loses detail that a 32x32 reading cannot see; the 64x64 reading must."""
+    fid, train, test = scorer
+    if train.shape[-1] != 64:
+        pytest.skip("a 64x64 property")
+    floor, half = fid(test, train), fid(test, blur(train, 32))
+    assert half > 2 * floor, (floor, half)
 
 
 def test_fid_rises_strictly_with_patch_shuffling(scorer):
@@ -40,11 +51,12 @@ def test_fid_rises_strictly_with_patch_shuffling(scorer):
 def test_colour_blobs_score_worse_than_the_half_resolution_baseline(scorer):
     fid, train, test = scorer
     blobs = colour_blobs(train, torch.Generator().manual_seed(0))
-    assert fid(test, blobs) > fid(test, blur(train, 16))
+    assert fid(test, blobs) > fid(test, blur(train, train.shape[-1] // 2))
 
 
-def test_categories_are_read_from_held_out_emoji():
+@pytest.mark.parametrize("size", [32, 64])
+def test_categories_are_read_from_held_out_emoji(size):
     extractor = load_extractor("emoji", 3)
-    test = emoji("test", 32)
+    test = emoji("test", size)
     _, classes = extract(extractor, test.images)
     assert (classes == test.labels).float().mean() > 0.8

@@ -6,8 +6,9 @@
 
 - `digits`: the shipped digits CNN (128 features); on 3 channels it is applied per channel
   (`stacked-digits`: 384 features, class = 100a + 10b + c, 1,000 modes).
-- `emoji`: the shipped emoji CNN (256 features that see shape: it tells the 1,911 emoji apart under
-  shifts and colour changes); class = one of the 9 emoji categories. 1-channel images are repeated to RGB.
+- `emoji`: the shipped emoji CNNs (256 features that see shape: they tell the 1,911 emoji apart under
+  shifts and colour changes); class = one of the 9 emoji categories. Images of 64x64 or more are read by
+  the network trained at 64x64, smaller ones at 32x32. 1-channel images are repeated to RGB.
 - `inception`: torchmetrics' FID InceptionV3 (2048 features); `eval.inception_weights` is a local
   weights file for clusters without internet.
 - a path to a TorchScript module (`*.pt`/`*.pth`/`*.ts`): maps [0, 1] images to N x F features.
@@ -97,15 +98,20 @@ class EmojiExtractor(Extractor):
         super().__init__()
         from raygan.metrics.emoji_net import WEIGHTS, load_emoji_net
 
-        self.net = load_emoji_net().inference_copy()
-        self.identity = f"emoji-{_file_digest(WEIGHTS)}"
+        self.nets = nn.ModuleDict({str(size): load_emoji_net(size).inference_copy() for size in WEIGHTS})
+        self.identity = "emoji-" + "-".join(_file_digest(path) for path in WEIGHTS.values())
+
+    def net_for(self, images: torch.Tensor) -> nn.Module:
+        """The 64x64 network for images of 64x64 or more (its detail counts), the 32x32 one below."""
+        return self.nets["64" if images.shape[-1] >= 64 else "32"]
 
     @torch.inference_mode()
     def features_and_classes(self, images):
         if images.shape[1] == 1:
             images = images.repeat(1, 3, 1, 1)
-        features = self.net.features(images.contiguous(memory_format=torch.channels_last))
-        return features, self.net.category_head(features).argmax(1)
+        net = self.net_for(images)
+        features = net.features(images.contiguous(memory_format=torch.channels_last))
+        return features, net.category_head(features).argmax(1)
 
     def features(self, images):
         return self.features_and_classes(images)[0]

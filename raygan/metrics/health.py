@@ -11,7 +11,8 @@ Rules (thresholds in the config's `health` section):
   exceeds what as many real draws show by more than `collapse_kl`;
   on any data, feature diversity of a fixed latent batch falls under `collapse_diversity` x the real data's.
 - diminished_gradient: D wins outright, its loss under `d_win_loss` and accuracy over `d_win_accuracy`,
-  for `window` evaluations in a row (G then learns nothing); for D losses with a floor (gan, hinge, combined).
+  for `window` evaluations in a row (G then learns nothing); for D losses with a floor (gan, hinge, rpgan,
+  combined: a finite `d_min` in losses.LOSSES).
 - non_convergence: `window` evaluations after its best, FID is over `fid_rise` x its best (training went
   past the equilibrium point), or G's loss oscillates (std/mean over `oscillation` across `window`
   evaluations) while FID sets no new best.
@@ -32,7 +33,7 @@ class HealthMonitor:
         cfg: HealthConfig,
         stop_on: tuple[str, ...] = (),
         patience: int | None = None,
-        d_loss_is_bounded: bool = True,  # gan / hinge / combined; a Wasserstein critic's loss has no floor
+        d_loss_is_bounded: bool = True,  # a floor in losses.LOSSES (d_min); a Wasserstein critic has none
     ):
         self.cfg, self.stop_on, self.patience = cfg, tuple(stop_on), patience
         self.d_loss_is_bounded = d_loss_is_bounded
