@@ -10,6 +10,8 @@ Prints, all with the emoji feature network at the run's image size:
 - the run: FID of as many samples as the training split has (so it carries the same small-sample bias
   as the baselines) against emoji:test, and the KL divergence of the category histogram of 10,000
   samples (as the network reads them) from the real one;
+- precision and recall (k = 5) against emoji:test, of the run's samples and of the training images (the
+  floor's: what real images score);
 - the health flags of the run's last evaluation.
 Targets (issue #21): FID below the half-resolution blur baseline, category KL at most 0.05, no health
 flag. Exit status 0 when met, 1 if not, 2 on bad input.
@@ -56,6 +58,7 @@ def main() -> int:
     from raygan.metrics.evaluator import fixed_latents
     from raygan.metrics.features import load_extractor
     from raygan.metrics.fid import FeatureMetrics, extract, kl_divergence
+    from raygan.metrics.prdc import evenly_spaced, prdc
     from raygan.report import load_run
 
     torch.set_num_threads(2)
@@ -87,6 +90,11 @@ def main() -> int:
         metrics.add_fake(extract(extractor, images)[0])
         return metrics.compute(len(test_features), len(images))["fid"]
 
+    def precision_recall(images: torch.Tensor) -> str:
+        """Against emoji:test, as many images as it has (PRDC takes equal counts)."""
+        found = prdc(test_features, evenly_spaced(extract(extractor, images)[0], len(test_features)))
+        return f"precision {found['precision']:.3f}, recall {found['recall']:.3f}"
+
     if samples is None:
         z, labels = fixed_latents(cfg, meta["num_classes"], max(args.samples, len(train)))
         samples = generate(G, z, labels)
@@ -109,6 +117,7 @@ def main() -> int:
     print(f"blur baseline ({size // 2:>2}px): FID {half:8.3f}  (the training images at half resolution)")
     print(f"blur baseline ({size // 4:>2}px): FID {quarter:8.3f}  (a quarter)")
     print(f"run:                  FID {run:8.3f}  ({n} samples), {run / half:.2f}x the half-resolution baseline")
+    print(f"against emoji:test:   run {precision_recall(samples[:n])}; real {precision_recall(train.images)}")
     print(
         f"categories: KL {category_kl:.4f} from the real mix over {args.samples:,} samples; "
         "generated / real %: "
