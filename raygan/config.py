@@ -103,6 +103,9 @@ class OptimizerConfig:
     nesterov: bool = False  # sgd only (needs momentum > 0)
     alpha: float = within(0, 1, hi_open=True, default=0.99)  # rmsprop smoothing
     weight_decay: float = within(0, default=0.0)
+    # null: lr throughout; a value: lr follows a cosine from lr to this over the run (train.steps, or
+    # train.time_budget_s where that ends it first), as R3GAN decays its rates to its run's length
+    lr_end: float | None = within(0, default=None)
 
 
 @dataclass(frozen=True)

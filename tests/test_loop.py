@@ -2,6 +2,7 @@
 unscored; the per-run time budget ends a run scored and checkpointed."""
 
 import json
+import math
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from raygan.cli import checkpoint_rows, main
 from raygan.config import build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.metrics.health import HealthMonitor
-from raygan.train.loop import train_loop
+from raygan.train.loop import run_progress, train_loop
 from raygan.train.step import GANEngine
 
 CADENCE = {
@@ -157,3 +158,28 @@ def test_without_a_budget_the_run_reports_its_cost_and_runs_to_the_end():
     reports, monitor = budgeted_run(engine, cfg)
     assert engine.step == 4 and monitor.stop_reason is None
     assert [m["images_seen"] for m, _ in reports] == [32, 64] and reports[-1][0]["trained_s"] > 0
+
+
+def test_learning_rates_follow_their_cosine_over_the_run_by_steps():
+    """lr 2e-4 -> lr_end 2e-5 for G, D constant: at report steps 2, 4, 6, 8 of 8 the cosine's values."""
+    cfg = build_config(BUDGETED, {"train.time_budget_s": None, "train.steps": 8, "optim.g.lr_end": 2e-5})
+    reports, _ = budgeted_run(GANEngine(cfg, 1, 10), cfg)
+    g_rates = [m["lr_g"] for m, _ in reports]
+    # 2e-5 + 1.8e-4 * (1 + cos(pi * p)) / 2 at p = 1/4, 1/2, 3/4, 1
+    assert g_rates == pytest.approx([1.7363961e-4, 1.1e-4, 4.6360390e-5, 2e-5], rel=1e-6)
+    assert [m["lr_d"] for m, _ in reports] == [cfg.optim.d.lr] * 4
+
+
+def test_under_a_time_budget_the_schedule_follows_the_seconds_trained():
+    cfg = build_config(BUDGETED, {"train.time_budget_s": 1.0, "optim.d.lr_end": 0.0})
+    assert run_progress(cfg.train, step=10, trained_s=0.25) == 0.25  # the budget ends it before train.steps
+    assert run_progress(cfg.train, step=cfg.train.steps // 2, trained_s=0.25) == 0.5  # steps end it first
+    assert run_progress(cfg.train, step=10, trained_s=2.5) == 1.0
+    engine = GANEngine(cfg, 1, 10)
+    engine.load_state_dict({**engine.state_dict(), "trained_s": 0.5})  # as restored: half the budget spent
+    reports, _ = budgeted_run(engine, cfg)
+    assert len(reports) >= 2 and reports[-1][0]["lr_d"] == 0.0  # at the budget: lr_end
+    for metrics, _ in reports:  # lr 2e-4 -> 0 by the seconds trained, as each report saw them
+        progress = min(metrics["trained_s"], 1.0)
+        assert metrics["lr_d"] == pytest.approx(2e-4 * (1 + math.cos(math.pi * progress)) / 2, rel=1e-9, abs=1e-15)
+        assert metrics["lr_g"] == cfg.optim.g.lr

@@ -422,3 +422,17 @@ def test_the_usage_at_the_top_of_step_py_runs():
     exec(usage(step), names)  # one namespace: the example's comprehension sees its variables
     assert names["engine"].step == 1
     assert {"d_loss", "g_loss", "d_skipped", "g_skipped"} <= set(names["metrics"])
+
+
+def test_a_learning_rate_schedule_resumes_where_it_was():
+    """optim.*.lr_end: the engine's progress is in its checkpoint, and a restored engine's optimizers take
+    up the schedule there, not at the start (nor at the config's lr, as a PBT mutation would)."""
+    cfg = tiny("optim.g.lr_end=2e-5", "optim.d.lr_end=1e-5")
+    engine, _ = make(cfg)
+    engine.set_progress(0.5)
+    lrs = {name: opt.param_groups[0]["lr"] for name, opt in engine._optimizers()}
+    assert lrs == pytest.approx({"G": 1.1e-4, "D": 1.05e-4}, rel=1e-9)  # halfway down each cosine
+    restored, _ = make(cfg)
+    restored.load_state_dict(copy.deepcopy(engine.state_dict()))
+    assert restored.progress == 0.5
+    assert {name: opt.param_groups[0]["lr"] for name, opt in restored._optimizers()} == lrs

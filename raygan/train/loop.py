@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from raygan.collectives import all_reduce_mean
-from raygan.config import Config
+from raygan.config import Config, TrainConfig
 from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
 
@@ -23,6 +23,13 @@ ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every ran
 
 def is_due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
+
+
+def run_progress(t: TrainConfig, step: int, trained_s: float) -> float:
+    """How far through its run (0 to 1) a run is: by steps, or by seconds of training where
+    train.time_budget_s would end it first."""
+    by_time = trained_s / t.time_budget_s if t.time_budget_s else 0.0
+    return min(1.0, max(step / t.steps, by_time))
 
 
 def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
@@ -81,6 +88,8 @@ def train_loop(
             out_of_time = engine.trained_s >= time_budget_s
         else:
             engine.trained_s = previous_s + time.perf_counter() - run_start
+        if is_due(step, t.report_every, last):  # where the ranks agree on trained_s
+            engine.set_progress(run_progress(t, step, engine.trained_s))
         evaluating = evaluate is not None and (is_due(step, t.eval_every, last) or out_of_time)  # the run is scored
         checkpointing = checkpoints and (is_due(step, t.checkpoint_every, last) or out_of_time)
         if not (evaluating or checkpointing or out_of_time or is_due(step, t.report_every, last)):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,9 +55,18 @@ def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.name}")
 
 
-def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> None:
-    """Set the config's values on a (restored) optimizer, so a checkpoint cannot undo a PBT mutation."""
-    fields = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+def scheduled_lr(cfg: OptimizerConfig, progress: float) -> float:
+    """The learning rate at `progress` (0 to 1) through the run: `lr`, or with `lr_end` a cosine from `lr`
+    at 0 to `lr_end` at 1."""
+    if cfg.lr_end is None:
+        return cfg.lr
+    return cfg.lr_end + (cfg.lr - cfg.lr_end) * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))) / 2
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, progress: float = 0.0) -> None:
+    """Set the config's values on a (restored) optimizer, so a checkpoint cannot undo a PBT mutation; the
+    learning rate where its schedule is at `progress`."""
+    fields = {"lr": scheduled_lr(cfg, progress), "weight_decay": cfg.weight_decay}
     if cfg.name == "adam":
         fields["betas"] = tuple(cfg.betas)
     elif cfg.name == "sgd":
@@ -144,6 +154,7 @@ class GANEngine:
         self.d_skipped = 0
         self.g_skipped = 0
         self.trained_s = 0.0  # seconds of training so far, over resumes: what train.time_budget_s limits
+        self.progress = 0.0  # how far through its run (0 to 1) the learning-rate schedules are
         self.augment_p = cfg.train.augment_p  # adapted when train.ada_target is set
         self._real_sign = torch.zeros(
             2, device=self.device
@@ -426,6 +437,19 @@ class GANEngine:
         for adv in self.adversaries:
             yield adv.spec.name, adv.optimizer
 
+    def _optimizer_configs(self):
+        yield self.opt_G, self.cfg.optim.g
+        for adv in self.adversaries:
+            yield adv.optimizer, adv.opt_cfg
+
+    def set_progress(self, progress: float) -> None:
+        """Move the learning-rate schedules (`optim.*.lr_end`) to `progress` through the run; the loop calls
+        it at report steps, where every rank agrees on the run's progress."""
+        self.progress = progress
+        for optimizer, cfg in self._optimizer_configs():
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled_lr(cfg, progress)
+
     # -- sampling and state ---------------------------------------------------------------------
 
     @property
@@ -437,6 +461,7 @@ class GANEngine:
         state = {
             "step": self.step,
             "trained_s": self.trained_s,
+            "progress": self.progress,
             "d_skipped": self.d_skipped,
             "g_skipped": self.g_skipped,
             "G": unwrap(self.G).state_dict(),
@@ -459,6 +484,7 @@ class GANEngine:
         self.step = int(state["step"])
         self.d_skipped, self.g_skipped = int(state["d_skipped"]), int(state["g_skipped"])
         self.trained_s = float(state.get("trained_s", 0.0))  # older checkpoints did not count it
+        self.progress = float(state.get("progress", 0.0))
         if (
             self.cfg.train.ada_target is not None and "augment_p" in state
         ):  # adapted: the checkpoint's, not the start value
@@ -468,13 +494,13 @@ class GANEngine:
             self._lecam_ema = state["lecam_ema"].to(self.device)
         unwrap(self.G).load_state_dict(state["G"])
         self.opt_G.load_state_dict(state["opt_G"])
-        apply_hyperparameters(self.opt_G, self.cfg.optim.g)
+        apply_hyperparameters(self.opt_G, self.cfg.optim.g, self.progress)
         self.scaler_G.load_state_dict(state["scaler_G"])
         self.scaler_D.load_state_dict(state["scaler_D"])
         for adv in self.adversaries:
             unwrap(adv.net).load_state_dict(state[adv.spec.name])
             adv.optimizer.load_state_dict(state[f"opt_{adv.spec.name}"])
-            apply_hyperparameters(adv.optimizer, adv.opt_cfg)
+            apply_hyperparameters(adv.optimizer, adv.opt_cfg, self.progress)
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state.get("G_ema", unwrap(self.G).state_dict()))
 
