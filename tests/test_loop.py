@@ -80,16 +80,6 @@ def test_with_the_scored_checkpoints_gone_the_best_is_the_latest_not_a_borrowed_
     assert all(row["fid"] is None for row in checkpoint_rows(str(run)))
 
 
-def test_ray_ranks_an_unscored_checkpoint_last():
-    """Ray keeps checkpoints by "fid" (min); a checkpoint report without one would rank first (-inf)."""
-    from raygan.train.ray_train import UNSCORED_FID, ray_metrics
-
-    assert ray_metrics({"step": 5}, with_checkpoint=True) == {"step": 5, "fid": UNSCORED_FID}
-    assert ray_metrics({"step": 10, "fid": 30.0}, with_checkpoint=True) == {"step": 10, "fid": 30.0}
-    assert ray_metrics({"step": 5}, with_checkpoint=False) == {"step": 5}
-    assert json.loads(json.dumps(UNSCORED_FID)) == UNSCORED_FID  # Ray stores scores as JSON: no inf
-
-
 BUDGETED = {
     "data": {"image_size": 16},
     "model": {"g_layers": 3, "d_layers": 3, "g_width": 8, "d_width": 8},

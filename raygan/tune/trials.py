@@ -80,7 +80,8 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune  # lazy, as in _pointer_checkpoint
 
-    from raygan.train.ray_train import drain, forward_reports, trainer  # lazy: Ray and torch
+    from raygan.train.ray_train import trainer  # lazy: Ray and torch
+    from raygan.train.reports import drain, forward_reports
 
     cfg = trial_config(base, params)
     trial_id = tune.get_context().get_trial_id()
