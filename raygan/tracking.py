@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raygan import ray_private
 from raygan.config import Config, LoggingConfig
 from raygan.errors import ConfigError, UserError, first_line
 
@@ -279,10 +280,12 @@ def _mlflow_callback_class():
             self.resolve = resolve
 
         def log_trial_start(self, trial) -> None:
-            if trial in self._trial_runs:  # restarted (a retry, PBT): MLflow's params are written once
+            trial_runs = ray_private.mlflow_trial_runs(self)
+            if trial in trial_runs:  # restarted (a retry, PBT): MLflow's params are written once
                 return
-            run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
-            self._trial_runs[trial] = run.info.run_id
+            mlflow_util = ray_private.mlflow_util(self)
+            run = mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
+            trial_runs[trial] = run.info.run_id
             mlflow_log_params(
                 mlflow_client(self.tracking_uri), run.info.run_id, flat_params(self.resolve(trial.config))
             )
@@ -290,15 +293,16 @@ def _mlflow_callback_class():
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             grid = result_grid(result)
             metrics = {key: value for key, value in result.items() if key != "config"}  # the config is in params
-            mlflow_log_report(mlflow_client(self.tracking_uri), self._trial_runs[trial], metrics, grid)
+            run_id = ray_private.mlflow_trial_runs(self)[trial]
+            mlflow_log_report(mlflow_client(self.tracking_uri), run_id, metrics, grid)
 
     return TrialsToMLflow
 
 
 def _wandb_callback_class():
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+    from ray.air.integrations.wandb import WandbLoggerCallback
 
-    class WandbActorThatFlushes(_WandbLoggingActor):
+    class WandbActorThatFlushes(ray_private.wandb_logging_actor()):
         """Ray's W&B logging actor, waiting for W&B's service to write the run out before it returns.
 
         `wandb.finish()` returns before the service has closed the run's files, and Ray kills the actor,
@@ -309,24 +313,22 @@ def _wandb_callback_class():
             try:
                 super().run()
             finally:  # also completes a run that an error left open, with what it logged so far
-                self._wandb.teardown()
+                ray_private.actor_wandb(self).teardown()
 
     class TrialsToWandb(WandbLoggerCallback):
         """Ray's W&B callback (a logging actor per trial), with the resolved config as the run's config
         (Ray's: the sampled values only) and each evaluation's grid as the image `samples`."""
-
-        _logger_actor_cls = WandbActorThatFlushes
 
         def __init__(self, resolve: Callable[[dict], Config], **kwargs):
             super().__init__(**kwargs)
             self.resolve = resolve
 
         def log_trial_start(self, trial) -> None:
-            self.kwargs["config"] = self.resolve(trial.config).to_dict()  # Ray passes self.kwargs to wandb.init
+            ray_private.wandb_init_kwargs(self)["config"] = self.resolve(trial.config).to_dict()
             super().log_trial_start(trial)
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             grid = result_grid(result)
             super().log_trial_result(iteration, trial, {**result, **({"samples": grid_image(grid)} if grid else {})})
 
-    return TrialsToWandb
+    return ray_private.set_wandb_logging_actor(TrialsToWandb, WandbActorThatFlushes)

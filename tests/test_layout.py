@@ -21,6 +21,7 @@ COMMANDS = (
 )
 SWEEP_READERS = ("raygan.report", "raygan.cli")
 RAY_ROOMS = (  # the modules that hold raygan's Ray glue
+    "raygan.ray_private",
     "raygan.train.session",
     "raygan.train.local_ray",
     "raygan.train.reports",
@@ -43,6 +44,7 @@ NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers 
     "raygan.train.session": ("raygan.train.ray_train", "raygan.train.reports", "raygan.train.bench"),
     "raygan.train.reports": ("raygan.train.ray_train", "raygan.train.session", "raygan.train.bench"),
     "raygan.train.ray_train": ("raygan.train.bench",),
+    "raygan.ray_private": ("raygan",),  # Ray's private names, and nothing of raygan's
     # inside the sweep (its __main__ is the CLI): report and cli read a sweep's results from summary, which
     # knows no driver, and no room of tune reads the report
     "raygan.tune.space": (

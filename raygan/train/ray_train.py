@@ -25,7 +25,7 @@ import ray.train.torch
 import torch
 from ray.train.v2.api.config import LoggingConfig
 
-from raygan import storage
+from raygan import ray_private, storage
 from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, write_checkpoint
 from raygan.config import Config, build_config
 from raygan.data import indexed_batches, load_dataset
@@ -164,8 +164,7 @@ def timing(summary: dict, started_at: float) -> dict:
 def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
     """Ray's checkpoint_upload_fn: file by file, manifest last; while storage is unreachable (an S3
     outage) wait and retry instead of failing the run. Training pauses meanwhile; nothing is lost."""
-    context = ray.train.get_context().get_storage()
-    fs, dest = context.storage_filesystem, context.build_checkpoint_path_from_name(dir_name)
+    fs, dest = ray_private.checkpoint_destination(dir_name)
     files = upload_order(Path(checkpoint.path))
     deadline, waited = time.monotonic() + STORAGE_PATIENCE_S, False
     while True:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from raygan import storage
+from raygan import ray_private, storage
 
 UNSCORED_FID = 1e9  # Ray's score for a checkpoint taken between evaluations: last (Ray keeps scores in JSON, no inf)
 CHECKPOINT_RANKING = {"checkpoint_score_attribute": "fid", "checkpoint_score_order": "min"}  # CheckpointConfig's
@@ -36,9 +36,7 @@ def ray_metrics(report: dict, with_checkpoint: bool) -> dict[str, Any]:
 
 def quiet_report_log() -> None:
     """Ray logs every report, metrics and all, at INFO under a logger named by its file path."""
-    from ray.train.v2._internal.execution import context as train_context
-
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    logging.getLogger(ray_private.report_log_name()).setLevel(logging.WARNING)
 
 
 def checkpoint_uri(checkpoint) -> str:
