@@ -229,7 +229,7 @@ def cmd_train(args) -> int:
     from raygan.run_lock import RunLock
     from raygan.train.loop import format_timing
     from raygan.train.ray_train import fit
-    from raygan.train.reports import checkpoint_uri, result_best_checkpoint
+    from raygan.train.reports import checkpoint_uri, result_best_checkpoint, result_report
 
     _preflight(cfg)
     root = storage_root(cfg)
@@ -239,7 +239,7 @@ def cmd_train(args) -> int:
     except TrainingFailedError as e:
         print(f"error: run {name} failed: {e}", file=sys.stderr)
         return 1
-    metrics = result.metrics or {}
+    metrics = result_report(result) or {}
     run = storage.join(root, name)
     latest = checkpoint_uri(result.checkpoint) if result.checkpoint else None
     best = result_best_checkpoint(result)

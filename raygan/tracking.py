@@ -32,6 +32,7 @@ from typing import Any
 from raygan import ray_private
 from raygan.config import Config, LoggingConfig
 from raygan.errors import ConfigError, UserError, first_line
+from raygan.train.train_report import TrainReport
 
 TRACKERS = ("mlflow", "wandb")  # config key = package = import name
 MLFLOW_BATCH_PARAMS = 100  # MLflow's log_batch takes at most 100 params at once
@@ -97,7 +98,7 @@ def read_grid(run_uri: str, step: int) -> bytes | None:
     return storage.read_bytes(storage.join(run_uri, GRIDS, grid_name(step)))
 
 
-def result_grid(result: dict) -> bytes | None:
+def result_grid(result: TrainReport) -> bytes | None:
     """The grid of the evaluation a sweep trial reported (Tune sees evaluations only, each naming its run)."""
     return read_grid(result["run"], int(result["step"])) if result.get("run") else None
 
@@ -128,7 +129,7 @@ def mlflow_log_params(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[start : start + MLFLOW_BATCH_PARAMS])
 
 
-def mlflow_log_report(client, run_id: str, metrics: dict, grid_png: bytes | None) -> None:
+def mlflow_log_report(client, run_id: str, metrics: TrainReport, grid_png: bytes | None) -> None:
     """One report: its numbers at its step in one request, and the evaluation's grid as an artifact."""
     from mlflow.entities import Metric
 
@@ -191,15 +192,13 @@ class RunTracker:
             except Exception as e:  # W&B's own errors (no API key online, a project it refuses) name the cause
                 raise UserError(f"logging.wandb: {first_line(e)}") from None
 
-    def log(self, metrics: dict, checkpoint_uri: str | None) -> None:
-        """One report (rank 0's metrics as Ray got them) and the URI of the checkpoint it came with."""
-        if not metrics.get("evaluated"):  # no evaluation: a "fid" here is Ray's placeholder for ranking checkpoints
-            metrics = {key: value for key, value in metrics.items() if key != "fid"}
+    def log(self, metrics: TrainReport, checkpoint_uri: str | None) -> None:
+        """One report (rank 0's) and the URI of the checkpoint it came with."""
         if checkpoint_uri is not None and metrics.get("new_best"):  # a new best is always checkpointed
             self.best_checkpoint = checkpoint_uri
             metrics = {**metrics, "best_checkpoint": checkpoint_uri}
         try:
-            grid = read_grid(self.run_uri, int(metrics["step"])) if metrics.get("evaluated") else None
+            grid = read_grid(self.run_uri, int(metrics["step"])) if metrics["evaluated"] else None
             if self.client is not None:
                 mlflow_log_report(self.client, self.run_id, metrics, grid)
             if self.wandb_run is not None:
@@ -207,7 +206,7 @@ class RunTracker:
         except Exception as e:  # tracking is a record of the run, not a reason to stop it
             self._warn(e)
 
-    def _wandb_log(self, metrics: dict, grid: bytes | None) -> None:
+    def _wandb_log(self, metrics: TrainReport, grid: bytes | None) -> None:
         import wandb
 
         images = {"samples": wandb.Image(grid_image(grid))} if grid is not None else {}

@@ -38,9 +38,10 @@ NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers 
     "raygan.checkpoint": ("raygan.metrics", "raygan.train", *COMMANDS),
     "raygan.train": COMMANDS,
     # the rooms of train: the step and the loop know no Ray; the adapter (ray_train) uses the session (the Ray a
-    # command runs on) and the report bridge, and bench runs the adapter's workers
+    # command runs on) and the report bridge, and bench runs the adapter's workers; the report's type is a leaf
     "raygan.train.step": (*RAY_ROOMS, "raygan.train.loop"),
     "raygan.train.loop": RAY_ROOMS,
+    "raygan.train.train_report": ("raygan.train", *RAY_ROOMS),
     "raygan.train.session": ("raygan.train.ray_train", "raygan.train.reports", "raygan.train.bench"),
     "raygan.train.reports": ("raygan.train.ray_train", "raygan.train.session", "raygan.train.bench"),
     "raygan.train.ray_train": ("raygan.train.bench",),

@@ -3,13 +3,14 @@ unscored; the per-run time budget ends a run scored and checkpointed."""
 
 import json
 import math
+import re
 import time
 
 import pytest
 
 from raygan.checkpoint import best_checkpoint, checkpoint_name, write_checkpoint
 from raygan.cli import checkpoint_rows, main
-from raygan.config import build_config
+from raygan.config import HEALTH_CONDITIONS, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.metrics.health import HealthMonitor
 from raygan.train.loop import run_progress, train_loop
@@ -173,3 +174,20 @@ def test_under_a_time_budget_the_schedule_follows_the_seconds_trained():
         progress = min(metrics["trained_s"], 1.0)
         assert metrics["lr_d"] == pytest.approx(2e-4 * (1 + math.cos(math.pi * progress)) / 2, rel=1e-9, abs=1e-15)
         assert metrics["lr_g"] == cfg.optim.g.lr
+
+
+def test_every_report_keeps_the_train_report_contract():
+    """The keys TrainReport names are there: the required ones in every report, the evaluation's and the
+    health monitor's at an evaluation; any other key is a loss or rate the engine tracked, by its name."""
+    from raygan.train.train_report import HealthSummary, TrainReport
+
+    cfg = build_config(BUDGETED, {"train.time_budget_s": None, "train.steps": 4, "train.eval_every": 4})
+    reports, _ = budgeted_run(GANEngine(cfg, 1, 10), cfg)
+    verdict = {"new_best", "best_fid", "best_step", "health", *(f"health_{c}" for c in HEALTH_CONDITIONS)}
+    for report, _ in reports:
+        assert TrainReport.__required_keys__ <= report.keys()
+        others = report.keys() - TrainReport.__annotations__.keys()
+        assert all(re.fullmatch(r"[dg]_\w+|lr_[dg]|augment_p", key) for key in others), others
+    final = reports[-1][0]
+    assert final["evaluated"] and verdict <= final.keys()
+    assert HealthSummary.__required_keys__ <= final["health"].keys() <= HealthSummary.__annotations__.keys()

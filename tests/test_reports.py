@@ -1,12 +1,21 @@
-"""The report bridge (raygan/train/reports.py): Ray's placeholder score ranks an unscored checkpoint last,
-and never makes it a run's best."""
+"""The report bridge (raygan/train/reports.py): Ray's placeholder score is added for Ray and taken off
+before a report or a Result reaches anything else."""
 
 import json
 from types import SimpleNamespace
 
 import pyarrow.fs
 
-from raygan.train.reports import UNSCORED_FID, ray_metrics, result_best_checkpoint
+from raygan.train.reports import (
+    UNSCORED_FID,
+    as_reported,
+    ray_metrics,
+    result_best_checkpoint,
+    result_report,
+)
+
+PLAIN = {"step": 5, "evaluated": False, "d_loss": 0.7}
+EVALUATION = {"step": 10, "evaluated": True, "fid": 30.0, "new_best": 1}
 
 
 def test_ray_ranks_an_unscored_checkpoint_last():
@@ -15,6 +24,13 @@ def test_ray_ranks_an_unscored_checkpoint_last():
     assert ray_metrics({"step": 10, "fid": 30.0}, with_checkpoint=True) == {"step": 10, "fid": 30.0}
     assert ray_metrics({"step": 5}, with_checkpoint=False) == {"step": 5}
     assert json.loads(json.dumps(UNSCORED_FID)) == UNSCORED_FID  # Ray stores scores as JSON: no inf
+
+
+def test_what_ray_got_comes_back_as_the_loop_reported_it():
+    for report in (PLAIN, EVALUATION):
+        for with_checkpoint in (True, False):
+            assert as_reported(ray_metrics(report, with_checkpoint)) == report
+    assert "fid" not in as_reported({**PLAIN, "fid": UNSCORED_FID})
 
 
 def checkpoint(path: str):
@@ -30,7 +46,9 @@ def result(metrics, scored: dict[str, float | None]):
     return SimpleNamespace(metrics=metrics, best_checkpoints=kept, checkpoint=kept[-1][0] if kept else None)
 
 
-def test_a_results_best_checkpoint_is_never_an_unscored_one():
+def test_a_results_last_report_and_best_checkpoint_never_show_the_placeholder():
+    assert result_report(result(ray_metrics(PLAIN, True), {})) == PLAIN
+    assert result_report(result(None, {})) is None
     assert result_best_checkpoint(result(None, {"/r/c5": None, "/r/c10": 30.0, "/r/c15": None})) == "/r/c10"
     assert result_best_checkpoint(result(None, {"/r/c5": None, "/r/c10": None})) == "/r/c10"  # none scored: the latest
     assert result_best_checkpoint(result(None, {})) is None

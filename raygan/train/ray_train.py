@@ -38,6 +38,7 @@ from raygan.train import reports, session
 from raygan.train.loop import train_loop
 from raygan.train.runlog import RunLog, grid_latents
 from raygan.train.step import Batch, GANEngine
+from raygan.train.train_report import TrainReport
 
 STORAGE_PATIENCE_S = 900  # a checkpoint waits this long for unreachable storage before the run fails
 STORAGE_RETRY_S = 5
@@ -114,7 +115,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict:
     run_log = RunLog(loop_config["run_uri"], engine.step) if rank == 0 else None
     grid_z, grid_labels, grid_columns = grid_latents(cfg, worker.num_classes)
 
-    def report(metrics: dict, with_checkpoint: bool) -> None:
+    def report(metrics: TrainReport, with_checkpoint: bool) -> None:
         grid = None
         if rank == 0:
             if metrics["evaluated"]:  # the fixed-latent grid goes with each evaluation
