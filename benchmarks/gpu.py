@@ -129,7 +129,7 @@ def throughput() -> list[dict]:
     import ray
 
     from raygan.config import load_config
-    from raygan.train.ray_train import bench
+    from raygan.train.bench import bench
 
     rows = []
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False, log_to_driver=False)

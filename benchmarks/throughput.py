@@ -51,7 +51,7 @@ def plain_loop(config: Path, steps: int, threads: int, textbook: bool = False) -
     from raygan.config import load_config
     from raygan.data import load_dataset
     from raygan.models import build_discriminator, build_generator
-    from raygan.train.ray_train import BENCH_WARMUP_S, BENCH_WARMUP_STEPS
+    from raygan.train.bench import BENCH_WARMUP_S, BENCH_WARMUP_STEPS
 
     torch.set_num_threads(threads)
     cfg = load_config(config)
@@ -157,7 +157,7 @@ def eval_speed() -> dict:
 
 def raygan_bench(config: Path, steps: int, workers: int, cpus: int, per_worker_batch: int) -> dict:
     from raygan.config import load_config
-    from raygan.train.ray_train import bench
+    from raygan.train.bench import bench
 
     cfg = load_config(
         config,

@@ -228,7 +228,8 @@ def cmd_train(args) -> int:
     from raygan import storage
     from raygan.run_lock import RunLock
     from raygan.train.loop import format_timing
-    from raygan.train.ray_train import best_checkpoint, checkpoint_uri, fit
+    from raygan.train.ray_train import fit
+    from raygan.train.reports import checkpoint_uri, result_best_checkpoint, result_report
 
     _preflight(cfg)
     root = storage_root(cfg)
@@ -238,10 +239,10 @@ def cmd_train(args) -> int:
     except TrainingFailedError as e:
         print(f"error: run {name} failed: {e}", file=sys.stderr)
         return 1
-    metrics = result.metrics or {}
+    metrics = result_report(result) or {}
     run = storage.join(root, name)
     latest = checkpoint_uri(result.checkpoint) if result.checkpoint else None
-    best = best_checkpoint(result)
+    best = result_best_checkpoint(result)
     health = metrics.get("health") or {}
     print(f"run: {run}")
     print(f"checkpoints: {latest}" + ("" if best == latest else f" (best: {best})"))
@@ -466,7 +467,7 @@ def cmd_bench(args) -> int:
 
     check_source(cfg.data)
 
-    from raygan.train.ray_train import bench
+    from raygan.train.bench import bench
 
     with tempfile.TemporaryDirectory(prefix="raygan-bench-") as storage:
         result = bench(cfg, args.steps, storage, name="bench", started_at=STARTED_AT)

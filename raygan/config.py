@@ -438,11 +438,6 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     return build_config(read_yaml(path) if path else {}, overrides)
 
 
-def replace(cfg: Config, updates: dict) -> Config:
-    """A new validated Config with dotted-key `updates` applied (used by sweeps)."""
-    return build_config(cfg.to_dict(), updates)
-
-
 def get_dotted(cfg: Any, key: str) -> Any:
     node = cfg
     for part in key.split("."):

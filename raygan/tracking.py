@@ -29,8 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from raygan import ray_private
 from raygan.config import Config, LoggingConfig
 from raygan.errors import ConfigError, UserError, first_line
+from raygan.train.train_report import TrainReport
 
 TRACKERS = ("mlflow", "wandb")  # config key = package = import name
 MLFLOW_BATCH_PARAMS = 100  # MLflow's log_batch takes at most 100 params at once
@@ -96,7 +98,7 @@ def read_grid(run_uri: str, step: int) -> bytes | None:
     return storage.read_bytes(storage.join(run_uri, GRIDS, grid_name(step)))
 
 
-def result_grid(result: dict) -> bytes | None:
+def result_grid(result: TrainReport) -> bytes | None:
     """The grid of the evaluation a sweep trial reported (Tune sees evaluations only, each naming its run)."""
     return read_grid(result["run"], int(result["step"])) if result.get("run") else None
 
@@ -127,7 +129,7 @@ def mlflow_log_params(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[start : start + MLFLOW_BATCH_PARAMS])
 
 
-def mlflow_log_report(client, run_id: str, metrics: dict, grid_png: bytes | None) -> None:
+def mlflow_log_report(client, run_id: str, metrics: TrainReport, grid_png: bytes | None) -> None:
     """One report: its numbers at its step in one request, and the evaluation's grid as an artifact."""
     from mlflow.entities import Metric
 
@@ -190,15 +192,13 @@ class RunTracker:
             except Exception as e:  # W&B's own errors (no API key online, a project it refuses) name the cause
                 raise UserError(f"logging.wandb: {first_line(e)}") from None
 
-    def log(self, metrics: dict, checkpoint_uri: str | None) -> None:
-        """One report (rank 0's metrics as Ray got them) and the URI of the checkpoint it came with."""
-        if not metrics.get("evaluated"):  # no evaluation: a "fid" here is Ray's placeholder for ranking checkpoints
-            metrics = {key: value for key, value in metrics.items() if key != "fid"}
+    def log(self, metrics: TrainReport, checkpoint_uri: str | None) -> None:
+        """One report (rank 0's) and the URI of the checkpoint it came with."""
         if checkpoint_uri is not None and metrics.get("new_best"):  # a new best is always checkpointed
             self.best_checkpoint = checkpoint_uri
             metrics = {**metrics, "best_checkpoint": checkpoint_uri}
         try:
-            grid = read_grid(self.run_uri, int(metrics["step"])) if metrics.get("evaluated") else None
+            grid = read_grid(self.run_uri, int(metrics["step"])) if metrics["evaluated"] else None
             if self.client is not None:
                 mlflow_log_report(self.client, self.run_id, metrics, grid)
             if self.wandb_run is not None:
@@ -206,7 +206,7 @@ class RunTracker:
         except Exception as e:  # tracking is a record of the run, not a reason to stop it
             self._warn(e)
 
-    def _wandb_log(self, metrics: dict, grid: bytes | None) -> None:
+    def _wandb_log(self, metrics: TrainReport, grid: bytes | None) -> None:
         import wandb
 
         images = {"samples": wandb.Image(grid_image(grid))} if grid is not None else {}
@@ -279,10 +279,12 @@ def _mlflow_callback_class():
             self.resolve = resolve
 
         def log_trial_start(self, trial) -> None:
-            if trial in self._trial_runs:  # restarted (a retry, PBT): MLflow's params are written once
+            trial_runs = ray_private.mlflow_trial_runs(self)
+            if trial in trial_runs:  # restarted (a retry, PBT): MLflow's params are written once
                 return
-            run = self.mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
-            self._trial_runs[trial] = run.info.run_id
+            mlflow_util = ray_private.mlflow_util(self)
+            run = mlflow_util.start_run(tags={**self.tags, "trial_name": str(trial)}, run_name=str(trial))
+            trial_runs[trial] = run.info.run_id
             mlflow_log_params(
                 mlflow_client(self.tracking_uri), run.info.run_id, flat_params(self.resolve(trial.config))
             )
@@ -290,15 +292,16 @@ def _mlflow_callback_class():
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             grid = result_grid(result)
             metrics = {key: value for key, value in result.items() if key != "config"}  # the config is in params
-            mlflow_log_report(mlflow_client(self.tracking_uri), self._trial_runs[trial], metrics, grid)
+            run_id = ray_private.mlflow_trial_runs(self)[trial]
+            mlflow_log_report(mlflow_client(self.tracking_uri), run_id, metrics, grid)
 
     return TrialsToMLflow
 
 
 def _wandb_callback_class():
-    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+    from ray.air.integrations.wandb import WandbLoggerCallback
 
-    class WandbActorThatFlushes(_WandbLoggingActor):
+    class WandbActorThatFlushes(ray_private.wandb_logging_actor()):
         """Ray's W&B logging actor, waiting for W&B's service to write the run out before it returns.
 
         `wandb.finish()` returns before the service has closed the run's files, and Ray kills the actor,
@@ -309,24 +312,22 @@ def _wandb_callback_class():
             try:
                 super().run()
             finally:  # also completes a run that an error left open, with what it logged so far
-                self._wandb.teardown()
+                ray_private.actor_wandb(self).teardown()
 
     class TrialsToWandb(WandbLoggerCallback):
         """Ray's W&B callback (a logging actor per trial), with the resolved config as the run's config
         (Ray's: the sampled values only) and each evaluation's grid as the image `samples`."""
-
-        _logger_actor_cls = WandbActorThatFlushes
 
         def __init__(self, resolve: Callable[[dict], Config], **kwargs):
             super().__init__(**kwargs)
             self.resolve = resolve
 
         def log_trial_start(self, trial) -> None:
-            self.kwargs["config"] = self.resolve(trial.config).to_dict()  # Ray passes self.kwargs to wandb.init
+            ray_private.wandb_init_kwargs(self)["config"] = self.resolve(trial.config).to_dict()
             super().log_trial_start(trial)
 
         def log_trial_result(self, iteration: int, trial, result: dict) -> None:
             grid = result_grid(result)
             super().log_trial_result(iteration, trial, {**result, **({"samples": grid_image(grid)} if grid else {})})
 
-    return TrialsToWandb
+    return ray_private.set_wandb_logging_actor(TrialsToWandb, WandbActorThatFlushes)

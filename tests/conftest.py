@@ -60,12 +60,11 @@ def smoke_run(tmp_path_factory):
     return storage, result
 
 
-@pytest.fixture(scope="session")
-def smoke_sweep(s3_server):
-    """`python -m raygan.tune tune_configs/smoke.yaml` once per session, stored in S3 as on a cluster:
-    (the experiment's URI, the finished process). The report test reads it; test_s3's sweep test checks it
-    and resumes it, which must leave every file under runs/ as it was."""
-    storage = f"s3://{s3_server.bucket('raygan-smoke')}/sweeps"
+def smoke_sweep_in_s3(s3_server, bucket: str) -> tuple[str, subprocess.CompletedProcess]:
+    """`python -m raygan.tune tune_configs/smoke.yaml` stored in S3 as on a cluster, in its own bucket:
+    (the experiment's URI, the finished process). A test file that wants a sweep runs its own (a module
+    fixture), so that no file reads what another one changed."""
+    storage = f"s3://{s3_server.bucket(bucket)}/sweeps"
     result = run_module(
         "raygan.tune",
         "tune_configs/smoke.yaml",

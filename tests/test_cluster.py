@@ -386,7 +386,7 @@ def kuberay_cluster(path: Path):
 def worker_bundle(scaling: dict) -> dict:
     """One Train worker's resource request, exactly as a trial makes it."""
     from raygan.config import ScalingConfig
-    from raygan.train.ray_train import worker_resources
+    from raygan.train.session import worker_resources
 
     return worker_resources(ScalingConfig(**scaling))
 

@@ -54,7 +54,7 @@ def test_cuda_fp32_follows_the_cpu():
 def test_bench_runs_on_a_ray_train_gpu_worker(tmp_path):
     import ray
 
-    from raygan.train.ray_train import bench
+    from raygan.train.bench import bench
 
     cfg = tiny("scaling.use_gpu=true", "train.amp=bf16", "scaling.cpus_per_worker=2")
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False)

@@ -20,6 +20,14 @@ COMMANDS = (
     "raygan.serve",
 )
 SWEEP_READERS = ("raygan.report", "raygan.cli")
+RAY_ROOMS = (  # the modules that hold raygan's Ray glue
+    "raygan.ray_private",
+    "raygan.train.session",
+    "raygan.train.local_ray",
+    "raygan.train.reports",
+    "raygan.train.ray_train",
+    "raygan.train.bench",
+)
 NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers the package's modules)
     "raygan.config": ("raygan.models", "raygan.metrics", "raygan.train", "raygan.data", *COMMANDS),
     "raygan.storage": ("raygan.config", "raygan.data", "raygan.train", *COMMANDS),
@@ -29,6 +37,15 @@ NEVER_IMPORTS = {  # a part of raygan -> what it must not import (a name covers 
     "raygan.metrics": ("raygan.train", "raygan.checkpoint", *COMMANDS),
     "raygan.checkpoint": ("raygan.metrics", "raygan.train", *COMMANDS),
     "raygan.train": COMMANDS,
+    # the rooms of train: the step and the loop know no Ray; the adapter (ray_train) uses the session (the Ray a
+    # command runs on) and the report bridge, and bench runs the adapter's workers; the report's type is a leaf
+    "raygan.train.step": (*RAY_ROOMS, "raygan.train.loop"),
+    "raygan.train.loop": RAY_ROOMS,
+    "raygan.train.train_report": ("raygan.train", *RAY_ROOMS),
+    "raygan.train.session": ("raygan.train.ray_train", "raygan.train.reports", "raygan.train.bench"),
+    "raygan.train.reports": ("raygan.train.ray_train", "raygan.train.session", "raygan.train.bench"),
+    "raygan.train.ray_train": ("raygan.train.bench",),
+    "raygan.ray_private": ("raygan",),  # Ray's private names, and nothing of raygan's
     # inside the sweep (its __main__ is the CLI): report and cli read a sweep's results from summary, which
     # knows no driver, and no room of tune reads the report
     "raygan.tune.space": (

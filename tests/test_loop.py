@@ -3,13 +3,14 @@ unscored; the per-run time budget ends a run scored and checkpointed."""
 
 import json
 import math
+import re
 import time
 
 import pytest
 
 from raygan.checkpoint import best_checkpoint, checkpoint_name, write_checkpoint
 from raygan.cli import checkpoint_rows, main
-from raygan.config import build_config
+from raygan.config import HEALTH_CONDITIONS, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.metrics.health import HealthMonitor
 from raygan.train.loop import run_progress, train_loop
@@ -78,16 +79,6 @@ def test_with_the_scored_checkpoints_gone_the_best_is_the_latest_not_a_borrowed_
         (run / checkpoint_name(step)).rmdir()
     assert best_checkpoint(str(run)).endswith(checkpoint_name(15))  # the documented fallback: none is scored
     assert all(row["fid"] is None for row in checkpoint_rows(str(run)))
-
-
-def test_ray_ranks_an_unscored_checkpoint_last():
-    """Ray keeps checkpoints by "fid" (min); a checkpoint report without one would rank first (-inf)."""
-    from raygan.train.ray_train import UNSCORED_FID, ray_metrics
-
-    assert ray_metrics({"step": 5}, with_checkpoint=True) == {"step": 5, "fid": UNSCORED_FID}
-    assert ray_metrics({"step": 10, "fid": 30.0}, with_checkpoint=True) == {"step": 10, "fid": 30.0}
-    assert ray_metrics({"step": 5}, with_checkpoint=False) == {"step": 5}
-    assert json.loads(json.dumps(UNSCORED_FID)) == UNSCORED_FID  # Ray stores scores as JSON: no inf
 
 
 BUDGETED = {
@@ -183,3 +174,20 @@ def test_under_a_time_budget_the_schedule_follows_the_seconds_trained():
         progress = min(metrics["trained_s"], 1.0)
         assert metrics["lr_d"] == pytest.approx(2e-4 * (1 + math.cos(math.pi * progress)) / 2, rel=1e-9, abs=1e-15)
         assert metrics["lr_g"] == cfg.optim.g.lr
+
+
+def test_every_report_keeps_the_train_report_contract():
+    """The keys TrainReport names are there: the required ones in every report, the evaluation's and the
+    health monitor's at an evaluation; any other key is a loss or rate the engine tracked, by its name."""
+    from raygan.train.train_report import HealthSummary, TrainReport
+
+    cfg = build_config(BUDGETED, {"train.time_budget_s": None, "train.steps": 4, "train.eval_every": 4})
+    reports, _ = budgeted_run(GANEngine(cfg, 1, 10), cfg)
+    verdict = {"new_best", "best_fid", "best_step", "health", *(f"health_{c}" for c in HEALTH_CONDITIONS)}
+    for report, _ in reports:
+        assert TrainReport.__required_keys__ <= report.keys()
+        others = report.keys() - TrainReport.__annotations__.keys()
+        assert all(re.fullmatch(r"[dg]_\w+|lr_[dg]|augment_p", key) for key in others), others
+    final = reports[-1][0]
+    assert final["evaluated"] and verdict <= final.keys()
+    assert HealthSummary.__required_keys__ <= final["health"].keys() <= HealthSummary.__annotations__.keys()

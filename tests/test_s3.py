@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_module
+from conftest import run_module, smoke_sweep_in_s3
 
 from raygan.cli import main
 
@@ -354,9 +354,15 @@ def test_a_storage_outage_mid_run_delays_checkpoints_but_the_run_finishes(s3, tm
     assert everything[-1].endswith("checkpoint_0000250")
 
 
+@pytest.fixture(scope="module")
+def smoke_sweep(s3_server):
+    """The smoke sweep (2 trials of 2 DDP workers) with an s3:// storage path; this file's own, since the
+    test resumes it."""
+    return smoke_sweep_in_s3(s3_server, "raygan-smoke")
+
+
 @pytest.mark.slow
 def test_a_sweep_on_s3_writes_there_and_resumes_from_it(smoke_sweep, s3):
-    """The session's smoke sweep (2 trials of 2 DDP workers) ran with an s3:// storage path."""
     from raygan.storage import is_file
 
     experiment, first = smoke_sweep
@@ -367,7 +373,7 @@ def test_a_sweep_on_s3_writes_there_and_resumes_from_it(smoke_sweep, s3):
     assert summary["best_config"]["optim.d.lr"] in (2.0e-4, 1.0e-3)
     assert summary["best_checkpoint"].startswith(f"{experiment}/runs/")
     assert is_file(f"{summary['best_checkpoint']}/generator.pt") and is_file(f"{experiment}/summary.json")
-    before = s3.keys(bucket, f"{prefix}/runs/")  # every file, so that the report test reads the same sweep
+    before = s3.keys(bucket, f"{prefix}/runs/")  # every file
     assert any(k.endswith("/generator.pt") for k in before)
     resumed = raygan(
         s3,

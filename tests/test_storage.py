@@ -39,12 +39,12 @@ def test_a_name_is_one_folder():
 @pytest.fixture
 def no_ray(monkeypatch):
     """Ray's one way in for the commands and the library fails the test."""
-    from raygan.train import ray_train
+    from raygan.train import session
 
     def refuse(*args, **kwargs):
         raise AssertionError("Ray was started")
 
-    monkeypatch.setattr(ray_train, "ray_connection", refuse)
+    monkeypatch.setattr(session, "ray_connection", refuse)
 
 
 @pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES)
@@ -99,7 +99,8 @@ def test_python_m_raygan_tune_refuses_a_bad_name_even_for_a_dry_run(tmp_path):
 
 
 def test_the_library_entry_points_refuse_a_bad_name_before_ray(tmp_path, no_ray):
-    from raygan.train.ray_train import bench, fit, trainer
+    from raygan.train.bench import bench
+    from raygan.train.ray_train import fit, trainer
     from raygan.tune import run_sweep
 
     cfg = build_config({"storage": {"path": str(tmp_path / "store")}})

@@ -305,9 +305,10 @@ def test_the_wandb_logging_actor_returns_only_when_the_run_is_written_out(ray_se
     from ray.air.integrations.wandb import _QueueItem
     from ray.util.queue import Queue
 
+    from raygan import ray_private
     from raygan.tracking import _wandb_callback_class
 
-    actor_class = ray.remote(num_cpus=0)(_wandb_callback_class()._logger_actor_cls)
+    actor_class = ray.remote(num_cpus=0)(ray_private.wandb_logging_actor_of(_wandb_callback_class()))
     queue = Queue()
     wandb_dir = str(tracking_env)  # the actor's environment is the Ray node's, not this test's
     logger = actor_class.remote(wandb_dir, queue, [], [], project="raygan-test", mode="offline", dir=wandb_dir)

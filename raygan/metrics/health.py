@@ -18,13 +18,27 @@ Rules (thresholds in the config's `health` section):
   evaluations) while FID sets no new best.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Python 3.11's TypedDict (HealthSummary) cannot see Required in a string
 import math
 import statistics
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from raygan.config import HEALTH_CONDITIONS, HealthConfig
+
+
+class HealthSummary(TypedDict, total=False):
+    """`HealthMonitor.summary()`: the `health` object of an evaluation's report (`raygan.train.train_report`)."""
+
+    status: Required[str]  # "healthy", or the conditions active at the last evaluation, comma-separated
+    flags: Required[dict[str, bool]]  # each of config.HEALTH_CONDITIONS -> active now
+    events: Required[list[dict[str, Any]]]  # step, condition, detail: where each condition first fired
+    stop_reason: Required[str | None]  # why the run stops (a condition in train.stop_on, patience, time budget)
+    best_fid: Required[float | None]
+    best_step: Required[int | None]
+    modes_covered: int  # copied from the evaluation where it measured them
+    modes_total: int
+    mode_kl: float
+    diversity: float
 
 
 class HealthMonitor:
@@ -135,10 +149,10 @@ class HealthMonitor:
         """Stop for a reason outside the monitor's rules (the time budget), unless a rule already stopped the run."""
         self.stop_reason = self.stop_reason or reason
 
-    def summary(self, metrics: dict | None = None) -> dict[str, Any]:
+    def summary(self, metrics: dict | None = None) -> HealthSummary:
         """The `health` object of a run's result."""
         active = [c for c in HEALTH_CONDITIONS if self.last.get(c)]
-        out = {
+        out: HealthSummary = {
             "status": "healthy" if not active else ", ".join(active),
             "flags": {c: bool(self.last.get(c)) for c in HEALTH_CONDITIONS},
             "events": list(self.events),

@@ -13,6 +13,7 @@ from pathlib import Path
 from raygan import storage
 from raygan.errors import UserError
 from raygan.train.runlog import GRIDS, read_metrics
+from raygan.train.train_report import TrainReport
 from raygan.tune.summary import (
     RUNS,
     SUMMARY,
@@ -31,11 +32,11 @@ class RunHistory:
 
     name: str
     sources: list[str]
-    records: list[dict]
+    records: list[TrainReport]  # metrics.jsonl's lines
     grids: dict[int, str] = field(default_factory=dict)  # step -> URI of the grid PNG
 
     @property
-    def evaluations(self) -> list[dict]:
+    def evaluations(self) -> list[TrainReport]:
         return [r for r in self.records if "fid" in r]
 
 
@@ -66,7 +67,7 @@ def _is_file(uri: str) -> bool:
         return False
 
 
-def _read_records(run_uri: str) -> list[dict]:
+def _read_records(run_uri: str) -> list[TrainReport]:
     try:
         records = read_metrics(run_uri)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -92,7 +93,7 @@ def load_run(run_uris: list[str], name: str) -> RunHistory:
 
     That is how a PBT trial continues: `runs/T` up to the exploit, then `runs/T-from-DONOR-STEP`.
     """
-    records: list[dict] = []
+    records: list[TrainReport] = []
     grids: dict[int, str] = {}
     for uri in run_uris:
         run_records, run_grids = _read_records(uri), _read_grids(uri)
@@ -116,7 +117,7 @@ def trial_runs(experiment_uri: str) -> dict[str, list[str]]:
     }
 
 
-def best_evaluation(history: RunHistory) -> dict | None:
+def best_evaluation(history: RunHistory) -> TrainReport | None:
     """The evaluation with the lowest finite FID (the first of equals)."""
     scored = [r for r in history.evaluations if finite(r.get("fid"))]
     return min(scored, key=lambda r: r["fid"]) if scored else None

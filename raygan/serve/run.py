@@ -76,7 +76,7 @@ def serve_checkpoint(
     from ray import serve
 
     from raygan.serve.app import BATCH_REQUESTS, MAX_N, application, model_info
-    from raygan.train.ray_train import ray_connection
+    from raygan.train.session import ray_connection
 
     info = model_info(cfg, meta, max_n or MAX_N)
     app = application(meta["checkpoint"], replicas, max_n or MAX_N, batch_requests or BATCH_REQUESTS, max_replicas)

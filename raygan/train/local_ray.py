@@ -15,6 +15,7 @@ import os
 import socket
 from collections.abc import Iterable
 
+from raygan import ray_private
 from raygan.config import ScalingConfig
 from raygan.errors import ConfigError
 
@@ -22,12 +23,10 @@ from raygan.errors import ConfigError
 def joins_cluster() -> bool:
     """Whether `ray.init()` joins a running cluster (RAY_ADDRESS, or the last `ray start` on this machine)
     rather than starting a Ray of its own; Ray's own rule (services.get_ray_address_from_environment)."""
-    from ray._private import services
-
     address = os.environ.get("RAY_ADDRESS") or None
     if address is not None:
         return address != "local"
-    return services.find_bootstrap_address(None) is not None
+    return ray_private.bootstrap_address() is not None
 
 
 def capacity() -> dict[str, float] | None:
@@ -38,14 +37,10 @@ def capacity() -> dict[str, float] | None:
     import ray
 
     if ray.is_initialized():
-        node = getattr(ray._private.worker.global_worker, "node", None)
-        return ray.cluster_resources() if node is not None and node.head else None
+        return ray.cluster_resources() if ray_private.started_head() else None
     if joins_cluster():
         return None
-    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
-
-    spec = ResourceAndLabelSpec().resolve(is_head=True)
-    return {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
+    return ray_private.local_resources()
 
 
 def _count(value: float, unit: str) -> str:

@@ -17,8 +17,9 @@ from raygan.collectives import all_reduce_mean
 from raygan.config import Config, TrainConfig
 from raygan.metrics.health import HealthMonitor
 from raygan.train.step import Batch, GANEngine
+from raygan.train.train_report import TrainReport
 
-ReportFn = Callable[[dict, bool], None]  # (metrics, with_checkpoint); every rank calls it equally often
+ReportFn = Callable[[TrainReport, bool], None]  # (report, with_checkpoint); every rank calls it equally often
 
 
 def is_due(step: int, every: int, last: int) -> bool:
@@ -40,7 +41,7 @@ def format_progress(step: int, last: int, metrics: dict, eta_s: float) -> str:
 
 
 def format_timing(t: dict) -> str:
-    """One line from `ray_train.timing`: launch to first step, then where the loop's time went."""
+    """One line from `raygan.train.ray_train.timing`: launch to first step, then where the loop's time went."""
     parts = {"steps": "steps", "eval": "evaluation", "report": "reports and checkpoints", "data": "data"}
     split = ", ".join(f"{label} {100 * t[f'{part}_s'] / max(t['loop_s'], 1e-9):.0f}%" for part, label in parts.items())
     first = "" if t["startup_s"] is None else f"first step {t['startup_s']:.0f} s after launch; "

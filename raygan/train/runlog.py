@@ -25,6 +25,7 @@ from raygan import storage
 from raygan.config import Config
 from raygan.errors import first_line
 from raygan.images import png_bytes
+from raygan.train.train_report import TrainReport
 
 METRICS, GRIDS, TENSORBOARD = "metrics.jsonl", "grids", "tensorboard"
 GRID_COLUMNS = 8
@@ -55,7 +56,8 @@ RENAMED = {
 }
 
 
-def read_metrics(run_uri: str) -> list[dict]:
+def read_metrics(run_uri: str) -> list[TrainReport]:
+    """The run's reports from metrics.jsonl, one per line as rank 0 recorded them."""
     data = storage.read_bytes(storage.join(run_uri, METRICS))
     lines = data.decode().splitlines() if data else []
     return [{RENAMED.get(k, k): v for k, v in json.loads(line).items()} for line in lines if line.strip()]
@@ -78,7 +80,7 @@ class RunLog:
         self._tb = None
         self._warned = False
 
-    def record(self, metrics: dict, grid: np.ndarray | None = None) -> None:
+    def record(self, metrics: TrainReport, grid: np.ndarray | None = None) -> None:
         step = int(metrics["step"])
         self.records.append(metrics)
         lines = "".join(json.dumps(r, default=float) + "\n" for r in self.records)

@@ -118,8 +118,9 @@ def trial_rows(result_grid, searched: list[str], steps: int, space: dict | None 
 
 
 def summary_rows(table, results: list, searched: list[str], steps: int, space: dict) -> list[dict[str, Any]]:
-    """One row per Result. `table` as ResultGrid.get_dataframe() builds it: a row per trial that reported,
-    nested metrics flattened with "/" (health/status), the trial's config as config/<key>."""
+    """One row per Result. `table` as ResultGrid.get_dataframe() builds it: a row per trial that reported
+    (its last `TrainReport`, raygan.train.train_report), nested keys flattened with "/" (health/status), the
+    trial's config as config/<key>."""
     from ray.tune.utils import flatten_dict  # lazy: importing raygan.tune (the CLI) does not start Ray's import
 
     last = {record["trial_id"]: record for record in table.to_dict("records")}

@@ -34,7 +34,7 @@ def run_sweep(cfg: Config, experiment: str, storage_root: str, resume: bool = Fa
     """Run (or resume) the sweep; returns the contract's result object plus the rows."""
     from ray import tune  # lazy: importing raygan.tune (the CLI, --dry-run) does not start Ray's import
 
-    from raygan.train.ray_train import ray_connection, ray_storage  # lazy: Ray and torch
+    from raygan.train.session import ray_connection, ray_storage  # lazy: Ray
 
     searched = list(cfg.tune.search_space)
     experiment_uri = storage.join(storage_root, storage.check_name(experiment))

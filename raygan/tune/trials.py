@@ -12,6 +12,7 @@ from typing import Any
 from raygan import storage
 from raygan.config import Config, build_config, load_config
 from raygan.storage import root as storage_root  # `trainable`'s argument `storage` hides the module
+from raygan.train.train_report import TrainReport
 from raygan.tune.space import check_searchable, on_steps
 from raygan.tune.summary import RUNS, run_folder_name
 
@@ -29,12 +30,12 @@ class EvaluationsForTune:
     def __init__(self):
         self.best_checkpoint = None
 
-    def __call__(self, result: dict, uri: str | None) -> dict | None:
-        if uri is not None and result.get("new_best"):
+    def __call__(self, report: TrainReport, uri: str | None) -> TrainReport | None:
+        if uri is not None and report.get("new_best"):
             self.best_checkpoint = uri
-        if uri is not None and self.best_checkpoint is None and result.get("best_step") is not None:
-            self.best_checkpoint = _earlier_best(uri, result["best_step"])  # a resumed run's best came before
-        return {**result, "best_checkpoint": self.best_checkpoint} if result.get("evaluated") else None
+        if uri is not None and self.best_checkpoint is None and report.get("best_step") is not None:
+            self.best_checkpoint = _earlier_best(uri, report["best_step"])  # a resumed run's best came before
+        return {**report, "best_checkpoint": self.best_checkpoint} if report["evaluated"] else None
 
 
 def _earlier_best(checkpoint: str, best_step: int) -> str | None:
@@ -80,7 +81,8 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune  # lazy, as in _pointer_checkpoint
 
-    from raygan.train.ray_train import drain, forward_reports, trainer  # lazy: Ray and torch
+    from raygan.train.ray_train import trainer  # lazy: Ray and torch
+    from raygan.train.reports import drain, forward_reports
 
     cfg = trial_config(base, params)
     trial_id = tune.get_context().get_trial_id()
@@ -111,10 +113,10 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
         except BaseException as e:  # re-raised in the trial's thread
             outcome["error"] = e
 
-    def report(metrics: dict, checkpoint_path: str | None) -> None:
-        pointer = _pointer_checkpoint(checkpoint_path, trial_id, metrics["step"]) if checkpoint_path else None
+    def report(evaluation: TrainReport, checkpoint_path: str | None) -> None:
+        pointer = _pointer_checkpoint(checkpoint_path, trial_id, evaluation["step"]) if checkpoint_path else None
         run = storage.join(experiment_root, RUNS, run_name)  # the trackers find its grids there
-        tune.report({**metrics, "run": run}, checkpoint=pointer)
+        tune.report({**evaluation, "run": run}, checkpoint=pointer)
 
     runner = threading.Thread(target=fit, daemon=True)
     runner.start()
