@@ -32,11 +32,11 @@ def test_fid_rises_strictly_with_blur(scorer):
     assert scores == sorted(scores) and len(set(scores)) == len(scores), scores
 
 
+@pytest.mark.parametrize("scorer", [64], indirect=True, ids=["64px"])
 def test_at_64px_half_resolution_scores_clearly_worse_than_real_emoji(scorer):
-    """64 -> 32 -> 64 px loses detail that a 32x32 reading cannot see; the 64x64 reading must."""
+    """64 -> 32 -> 64 px loses detail that a 32x32 reading cannot see (FID 42 against a floor of 29); the
+    64x64 reading must (93 against 27 when it was trained)."""
     fid, train, test = scorer
-    if train.shape[-1] != 64:
-        pytest.skip("a 64x64 property")
     floor, half = fid(test, train), fid(test, blur(train, 32))
     assert half > 2 * floor, (floor, half)
 
