@@ -50,8 +50,8 @@ def write_checkpoint(
 ) -> Path:
     """`extra_state` joins the engine's state in state.pt (the health monitor's history, say)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
-    torch.save(engine.sampler.state_dict(), folder / GENERATOR)
+    _save({**engine.state_dict(), **(extra_state or {})}, folder / STATE)
+    _save(engine.sampler.state_dict(), folder / GENERATOR)
     (folder / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2))
     shape = {"step": engine.step, "channels": engine.channels, "num_classes": engine.num_classes, "fid": None}
     (folder / META).write_text(json.dumps({**shape, **meta}, indent=2, default=float))
@@ -60,6 +60,14 @@ def write_checkpoint(
     sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps(sizes, indent=2))
     return folder
+
+
+def _save(obj: Any, path: Path) -> None:
+    """torch.save through bytes: a full disk is then an OSError that says so (ENOSPC), not torch's
+    "PytorchStreamWriter failed writing file"."""
+    data = io.BytesIO()
+    torch.save(obj, data)
+    path.write_bytes(data.getbuffer())
 
 
 def upload_order(folder: Path) -> list[Path]:

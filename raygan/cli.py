@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from raygan.config import Config, load_config
-from raygan.errors import UserError
+from raygan.errors import RunFailure, UserError
 from raygan.tracking import check_packages
 
 STARTED_AT = time.time()  # "launch to first training step" is measured from here
@@ -564,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunFailure as e:  # a full disk, say: nothing wrong with the input, the run could not go on
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,6 @@
-"""Errors that mean "the user's input is wrong" (the CLI prints them as one line and exits 2), and
-`first_line`, the one line of any error that a message quotes."""
+"""Errors that mean "the user's input is wrong" (the CLI prints them as one line and exits 2), failures at
+run time that the CLI prints as one line with exit 1, and `first_line`, the one line of any error that a
+message quotes."""
 
 
 class UserError(Exception):
@@ -12,6 +13,10 @@ class ConfigError(UserError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+class RunFailure(Exception):
+    """A run failed at run time for a reason one line says (a full disk, say); the CLI exits 1 with it."""
 
 
 def first_line(exc_or_text: BaseException | str) -> str:

@@ -155,7 +155,7 @@ class RunLock:
                     self.lost = True
                     continue
                 self._write(self.since)
-            except OSError:  # storage briefly unreachable: the next beat tries again, within the lease
+            except (OSError, storage.StorageFull):  # unreachable or full: the next beat tries again, within the lease
                 pass
 
     def release(self) -> None:

@@ -12,6 +12,8 @@ AWS_PROFILE. Nothing here names a provider; credentials never pass through rayga
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import uuid
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.fs
 
-from raygan.errors import UserError, first_line
+from raygan.errors import RunFailure, UserError, first_line
 
 SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -225,13 +227,52 @@ def write_bytes(uri: str, data: bytes) -> None:
     write_file(fs, path, data)
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class StorageFull(RunFailure):
+    """A write failed for want of space (ENOSPC, EDQUOT). Not an OSError on purpose: the handlers that wait out
+    an outage (`except OSError`) must not catch it. A full disk does not empty itself the way a network comes
+    back: waiting would hold the run's workers idle for nothing, so whoever meets it stops the run at once."""
+
+    def __init__(self, path: str, reason: str = "no space left on device"):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+def no_space(error: BaseException) -> str | None:
+    """What is full when `error` says the storage is (`no space left on device`, `disk quota exceeded`), else
+    None. pyarrow raises OSError with the errno where the OS gave one; its message keeps the text either way."""
+    if not isinstance(error, OSError):
+        return None
+    for code in NO_SPACE:
+        if error.errno == code or os.strerror(code) in str(error):
+            return os.strerror(code).lower()
+    return None
+
+
 def write_file(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
+    """`data` to `path` in `fs`, whole or not at all; a full disk raises StorageFull naming `path`."""
+    try:
+        _write_file(fs, path, data)
+    except OSError as e:
+        if reason := no_space(e):
+            raise StorageFull(path, reason) from None
+        raise
+
+
+def _write_file(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
     if isinstance(fs, pyarrow.fs.LocalFileSystem):
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(temporary) as stream:
-            stream.write(data)
-        os.replace(temporary, path)
+        try:
+            with fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        except BaseException:  # a write cut short (a full disk) leaves no part-file taking the space
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
     else:
         with fs.open_output_stream(path) as stream:
             stream.write(data)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,20 @@ def run_module(module: str, *args, timeout=900, env=None) -> subprocess.Complete
     )
 
 
+def wait_for(condition, timeout: float, what: str, process=None, every: float = 0.5):
+    """`condition()`'s first true value, polled `every` seconds; AssertionError after `timeout` s or if
+    `process` (a Popen) ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the run ended (exit {process.returncode}) while waiting for {what}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """`raygan train tune_configs/smoke.yaml` once per session: (storage folder, the finished process)."""
@@ -77,6 +92,48 @@ def smoke_sweep_in_s3(s3_server, bucket: str) -> tuple[str, subprocess.Completed
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return f"{storage}/smoke", result
+
+
+class FullDisk:
+    """A local disk with `room` bytes left, as a pyarrow filesystem: a write past the room fails the way the
+    OS fails it (OSError ENOSPC, after writing what fitted). `raygan.storage.filesystem` patched to return
+    `disk.fs` puts raygan's storage layer on it."""
+
+    def __init__(self, room: int):
+        import pyarrow.fs
+
+        self.room = room
+        disk = self
+
+        class Filesystem(pyarrow.fs.LocalFileSystem):  # raygan's local path: a temporary file, then a rename
+            def open_output_stream(self, path, compression="detect", buffer_size=None, metadata=None):
+                import pyarrow
+
+                return pyarrow.PythonFile(disk.Room(open(path, "wb"), disk), mode="w")
+
+        self.fs = Filesystem()
+
+    class Room:
+        def __init__(self, file, disk: "FullDisk"):
+            self.file, self.disk = file, disk
+            self.closed = False
+
+        def write(self, data) -> int:
+            import errno
+
+            fits = min(len(data), self.disk.room)
+            self.file.write(bytes(data[:fits]))
+            self.disk.room -= fits
+            if fits < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return fits
+
+        def flush(self) -> None:
+            self.file.flush()
+
+        def close(self) -> None:
+            self.file.close()
+            self.closed = True
 
 
 class S3Endpoint:

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_module, smoke_sweep_in_s3
+from conftest import run_module, smoke_sweep_in_s3, wait_for
 
 from raygan.cli import main
 
@@ -147,18 +147,6 @@ def ray_train_workers(driver: subprocess.Popen) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # ended (or a zombie) since the walk
             continue
     return sorted(workers)
-
-
-def wait_for(condition, timeout: float, what: str, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the run ended (exit {process.returncode}) while waiting for {what}")
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def complete_checkpoints(s3, bucket: str, run: str) -> set[str]:

@@ -1,11 +1,17 @@
 """Names under the storage root: a run or an experiment is one folder directly under it, on every storage,
-and any other name is bad input, refused before Ray starts and before anything is written."""
+and any other name is bad input, refused before Ray starts and before anything is written. A full disk:
+StorageFull naming the path, never waited for as an outage, nothing half-written left behind."""
 
+import errno
+import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from conftest import FullDisk
 
 from raygan import storage
 from raygan.cli import main
@@ -113,3 +119,110 @@ def test_the_library_entry_points_refuse_a_bad_name_before_ray(tmp_path, no_ray)
         with pytest.raises(UserError, match=r"^name: .+ must be a single path component"):
             start()
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# a full disk, injected at raygan's storage layer (tests/test_faults.py fills a real one)
+
+
+def test_a_write_that_meets_a_full_disk_names_the_path_and_leaves_the_old_file_whole(tmp_path):
+    disk = FullDisk(room=10)
+    target = tmp_path / "run" / "metrics.jsonl"
+    storage.write_file(disk.fs, str(target), b"old\n")
+    with pytest.raises(storage.StorageFull, match=rf"^{re.escape(str(target))}: no space left on device$"):
+        storage.write_file(disk.fs, str(target), b"a line longer than the room\n")
+    assert target.read_bytes() == b"old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["metrics.jsonl"]  # the part-file is gone, its space back
+
+
+def test_only_a_full_disk_is_storage_full_and_no_outage_handler_catches_it():
+    assert storage.no_space(OSError(errno.ENOSPC, "No space left on device")) == "no space left on device"
+    assert storage.no_space(OSError(errno.EDQUOT, "Disk quota exceeded")) == "disk quota exceeded"
+    pyarrow_text = OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert storage.no_space(pyarrow_text) == "no space left on device"
+    for outage in (OSError(errno.ECONNREFUSED, "Connection refused"), OSError("AWS Error NETWORK_CONNECTION")):
+        assert storage.no_space(outage) is None
+    assert not isinstance(storage.StorageFull("x"), OSError)  # `except OSError` waits out outages only
+
+
+def _checkpoint_folder(folder: Path, sizes: dict[str, int]) -> list[Path]:
+    from raygan.checkpoint import MANIFEST, upload_order
+
+    folder.mkdir()
+    for name, size in sizes.items():
+        (folder / name).write_bytes(b"x" * size)
+    (folder / MANIFEST).write_text(json.dumps(sizes))
+    return upload_order(folder)
+
+
+def test_a_checkpoint_upload_on_a_full_disk_stops_at_once_and_removes_what_it_wrote(tmp_path):
+    from raygan.train.ray_train import STORAGE_RETRY_S, upload_files
+
+    files = _checkpoint_folder(tmp_path / "local", {"generator.pt": 100, "state.pt": 5000})
+    dest = tmp_path / "run" / "checkpoint_0000200"
+    started = time.monotonic()
+    with pytest.raises(storage.StorageFull, match=r"checkpoint_0000200/state\.pt: no space left on device$"):
+        upload_files(FullDisk(room=1000).fs, str(dest), files)
+    assert time.monotonic() - started < STORAGE_RETRY_S  # not waited for as an outage is
+    assert not dest.exists()  # never a checkpoint (no manifest) and its space is free again
+
+
+def test_a_checkpoint_upload_waits_out_an_outage_and_writes_every_file(tmp_path, monkeypatch):
+    import pyarrow.fs
+
+    from raygan.checkpoint import is_complete
+    from raygan.train import ray_train
+
+    class Flaky(pyarrow.fs.LocalFileSystem):
+        failures = 2
+
+        def open_output_stream(self, path, *args, **kwargs):
+            if Flaky.failures:
+                Flaky.failures -= 1
+                raise OSError(errno.ECONNRESET, "Connection reset by peer")
+            return super().open_output_stream(path, *args, **kwargs)
+
+    monkeypatch.setattr(ray_train, "STORAGE_RETRY_S", 0.01)
+    files = _checkpoint_folder(tmp_path / "local", {"generator.pt": 100, "state.pt": 5000})
+    dest = tmp_path / "run" / "checkpoint_0000200"
+    ray_train.upload_files(Flaky(), str(dest), files)
+    assert Flaky.failures == 0 and is_complete(str(dest))
+
+
+def test_a_metrics_append_on_a_full_disk_raises_storage_full_and_the_log_stays_readable(tmp_path, monkeypatch):
+    from raygan.train.runlog import METRICS, RunLog, read_metrics
+
+    disk = FullDisk(room=10**7)
+    monkeypatch.setattr(storage, "filesystem", lambda uri, patient=False: (disk.fs, str(Path(uri).resolve())))
+    run = tmp_path / "run"
+    log = RunLog(str(run))
+    log.record({"step": 50, "d_loss": 0.5})
+    disk.room = 0
+    try:
+        with pytest.raises(storage.StorageFull, match=rf"^{re.escape(str(run / METRICS))}: no space left on device$"):
+            log.record({"step": 100, "d_loss": 0.4})
+    finally:
+        log.close()
+    assert [r["step"] for r in read_metrics(str(run))] == [50]
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_a_run_stopped_by_a_full_disk_exits_1_with_one_line_and_releases_the_run(tmp_path, capsys, monkeypatch):
+    """The driver's side: rank 0's line (Result.return_value) becomes `error: ...` and exit 1, not a traceback."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from raygan.train import ray_train, session
+
+    store = tmp_path / "store"
+    line = (
+        f"{store}/full/checkpoint_0000200/state.pt: no space left on device (at step 200); the run stopped, "
+        "its last checkpoint checkpoint_0000100 is intact: free space and run the same command to resume"
+    )
+    stopped = SimpleNamespace(fit=lambda: SimpleNamespace(return_value={ray_train.ERROR: line}))
+    monkeypatch.setattr(session, "ray_connection", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(ray_train, "trainer", lambda *args, **kwargs: stopped)
+    code = main(["train", "tune_configs/smoke.yaml", "--name", "full", "--storage", str(store), "--json"])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.err == f"error: {line}\n" and captured.out == ""
+    assert not (store / "full" / ".raygan-lock.json").exists()

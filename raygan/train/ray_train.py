@@ -3,13 +3,16 @@
     result = fit(cfg, name="smoke", storage_path="/tmp/runs")   # ray.train.Result
 
 Rank 0 writes checkpoints; every rank reports at the same steps (Ray's report is a barrier).
-Running again with the same name and storage resumes from the latest checkpoint. Beside it:
+Running again with the same name and storage resumes from the latest checkpoint. A full disk stops the
+run: every rank leaves the loop at the same report, and rank 0's line says why (an error would be
+retried by Ray, train.max_failures times, each losing the steps since the last checkpoint). Beside it:
 `raygan.train.session` (the Ray a command runs on), `raygan.train.reports` (what a report becomes on its
 way through Ray and back) and `raygan.train.bench` (the same workers, timed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -23,17 +26,20 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray.train import CheckpointUploadMode
 from ray.train.v2.api.config import LoggingConfig
 
 from raygan import ray_private, storage
 from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, write_checkpoint
+from raygan.collectives import all_reduce_sum
 from raygan.config import Config, build_config
 from raygan.data import indexed_batches, load_dataset
 from raygan.data.stream import StreamedBatches, folder_dataset, in_memory
-from raygan.errors import first_line
+from raygan.errors import RunFailure, first_line
 from raygan.images import grid_array, png_bytes
 from raygan.metrics.evaluator import Evaluator
 from raygan.metrics.health import HealthMonitor
+from raygan.storage import StorageFull
 from raygan.train import reports, session
 from raygan.train.loop import train_loop
 from raygan.train.runlog import RunLog, grid_latents
@@ -42,6 +48,7 @@ from raygan.train.train_report import TrainReport
 
 STORAGE_PATIENCE_S = 900  # a checkpoint waits this long for unreachable storage before the run fails
 STORAGE_RETRY_S = 5
+ERROR = "error"  # the key of a stopped run's Result.return_value: the line that says why
 
 
 # BatchNorm buffers stay per rank during steps (no broadcast before every forward: four fewer
@@ -89,9 +96,10 @@ def start_worker(loop_config: dict[str, Any]) -> Worker:
     return Worker(cfg, engine, batches, channels, num_classes, rank, world_size)
 
 
-def train_worker(loop_config: dict[str, Any]) -> dict:
+def train_worker(loop_config: dict[str, Any]) -> dict | None:
     """`train_loop_per_worker` of a run: loop_config holds the resolved config, where the run writes and
-    what it resumes from; returns where the time went (`timing`)."""
+    what it resumes from; returns where the time went (`timing`), or on rank 0 of a run that a full disk
+    stopped {ERROR: the line that says so}."""
     worker = start_worker(loop_config)
     cfg, engine, batches, rank = worker.cfg, worker.engine, worker.batches, worker.rank
     bounded_d_loss = math.isfinite(engine.adversaries[0].spec.loss.d_min)  # D's loss has a floor (not a critic's)
@@ -115,41 +123,88 @@ def train_worker(loop_config: dict[str, Any]) -> dict:
     run_log = RunLog(loop_config["run_uri"], engine.step) if rank == 0 else None
     grid_z, grid_labels, grid_columns = grid_latents(cfg, worker.num_classes)
 
+    kept = [checkpoint.path if checkpoint is not None else None]  # the newest complete checkpoint: what a rerun resumes
+
     def report(metrics: TrainReport, with_checkpoint: bool) -> None:
-        grid = None
+        full = None  # rank 0's StorageFull: the run files or the checkpoint could not be written
+        checkpoint = None
         if rank == 0:
+            grid = None
             if metrics["evaluated"]:  # the fixed-latent grid goes with each evaluation
                 grid = grid_array(engine.generate(grid_z, grid_labels), grid_columns)
-            run_log.record(metrics, grid)
-        if with_checkpoint and rank == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                grid_png = png_bytes(grid) if grid is not None else None
-                write_checkpoint(Path(folder), engine, cfg, metrics, {"health": monitor.state_dict()}, grid_png)
-                ray.train.report(
-                    reports.ray_metrics(metrics, with_checkpoint),
-                    checkpoint=ray.train.Checkpoint.from_directory(folder),
-                    checkpoint_dir_name=checkpoint_name(engine.step),
-                    checkpoint_upload_fn=upload_checkpoint,
-                )
-        else:
-            ray.train.report(reports.ray_metrics(metrics, with_checkpoint))  # the same metrics as rank 0's
+            try:
+                run_log.record(metrics, grid)
+                if with_checkpoint:
+                    checkpoint = save_checkpoint(engine, cfg, metrics, {"health": monitor.state_dict()}, grid)
+                    kept[0] = checkpoint.path
+            except StorageFull as e:
+                full = e
+        # every rank reports, and as often: Ray's report is a barrier (rank 0's checkpoint is uploaded by now)
+        ray.train.report(
+            reports.ray_metrics(metrics, with_checkpoint),
+            checkpoint=checkpoint,
+            checkpoint_dir_name=checkpoint_name(engine.step) if with_checkpoint else None,
+            checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD,
+        )
+        if any_rank(full is not None):  # the ranks stop together, at the same report
+            raise RunStopped(storage_full_line(full, engine.step, kept[0]) if full is not None else None)
 
     progress = write_line if rank == 0 else None
-    summary = train_loop(
-        engine,
-        batches,
-        cfg,
-        report=report,
-        evaluate=evaluate,
-        monitor=monitor,
-        progress=progress,
-        time_budget_s=cfg.train.time_budget_s,
-    )
-    if run_log is not None:
-        run_log.close()
+    try:
+        summary = train_loop(
+            engine,
+            batches,
+            cfg,
+            report=report,
+            evaluate=evaluate,
+            monitor=monitor,
+            progress=progress,
+            time_budget_s=cfg.train.time_budget_s,
+        )
+    except RunStopped as stopped:  # a full disk: no retry (Ray would retry an error), rank 0 says why
+        return {ERROR: stopped.line} if rank == 0 else None
+    finally:
+        if run_log is not None:
+            run_log.close()
     if rank == 0 and getattr(batches, "skipped", 0):
         write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
     return timing(summary, loop_config["started_at"])
+
+
+class RunStopped(Exception):
+    """Raised out of the loop on every rank at once; `line` (rank 0's) says why."""
+
+    def __init__(self, line: str | None):
+        super().__init__(line)
+        self.line = line
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` is set on any rank; every rank calls it (a collective, at each report)."""
+    return all_reduce_sum(torch.tensor(float(flag))).item() > 0
+
+
+def storage_full_line(full: StorageFull, step: int, kept: str | None) -> str:
+    """The one line a run stopped by a full disk ends with: the path, what is left, and what to do."""
+    then = (
+        f"its last checkpoint {storage.basename(kept)} is intact: free space and run the same command to resume"
+        if kept is not None
+        else "it has no checkpoint yet: free space and run the same command to start it again"
+    )
+    return f"{full} (at step {step}); the run stopped, {then}"
+
+
+def save_checkpoint(engine, cfg: Config, metrics: TrainReport, extra_state: dict, grid) -> ray.train.Checkpoint:
+    """Rank 0's checkpoint, written to a temporary folder and uploaded to the run's storage."""
+    with tempfile.TemporaryDirectory() as folder:
+        grid_png = png_bytes(grid) if grid is not None else None
+        try:
+            write_checkpoint(Path(folder), engine, cfg, metrics, extra_state, grid_png)
+        except OSError as e:  # the local disk is full
+            if reason := storage.no_space(e):
+                raise StorageFull(e.filename or folder, reason) from None
+            raise
+        return upload_checkpoint(Path(folder), checkpoint_name(engine.step))
 
 
 def timing(summary: dict, started_at: float) -> dict:
@@ -162,27 +217,38 @@ def timing(summary: dict, started_at: float) -> dict:
     }
 
 
-def upload_checkpoint(checkpoint: ray.train.Checkpoint, dir_name: str) -> ray.train.Checkpoint:
-    """Ray's checkpoint_upload_fn: file by file, manifest last; while storage is unreachable (an S3
-    outage) wait and retry instead of failing the run. Training pauses meanwhile; nothing is lost."""
+def upload_checkpoint(folder: Path, dir_name: str) -> ray.train.Checkpoint:
+    """A checkpoint folder into this run's storage as `dir_name`, ready to report (it is in place already)."""
     fs, dest = ray_private.checkpoint_destination(dir_name)
-    files = upload_order(Path(checkpoint.path))
-    deadline, waited = time.monotonic() + STORAGE_PATIENCE_S, False
+    upload_files(fs, dest, upload_order(folder))
+    return ray.train.Checkpoint(dest, fs)
+
+
+def upload_files(fs, dest: str, files: list[Path], patience_s: float = STORAGE_PATIENCE_S) -> None:
+    """File by file, manifest last. While storage is unreachable (an S3 outage) wait and retry instead of
+    failing the run: training pauses meanwhile, nothing is lost. A full disk is not waited for (see
+    StorageFull): what was written is removed, never a checkpoint anyway without its manifest, and the
+    run stops."""
+    name = storage.basename(dest)
+    deadline, waited = time.monotonic() + patience_s, False
     while True:
         try:
             for file in files:
                 storage.write_file(fs, storage.join(dest, file.name), file.read_bytes())
             break
+        except StorageFull:
+            with contextlib.suppress(OSError):  # the space it took goes back to the run's other files
+                fs.delete_dir(dest)
+            raise
         except OSError as e:
             if time.monotonic() > deadline:
                 raise
             if not waited:
-                write_line(f"warning: storage unreachable, {dir_name} waits for it ({first_line(e)[:160]})")
+                write_line(f"warning: storage unreachable, {name} waits for it ({first_line(e)[:160]})")
                 waited = True
             time.sleep(STORAGE_RETRY_S)
     if waited:
-        write_line(f"storage reachable again: {dir_name} written")
-    return ray.train.Checkpoint(dest, fs)
+        write_line(f"storage reachable again: {name} written")
 
 
 def write_line(line: str) -> None:
@@ -239,7 +305,8 @@ def trainer(
 
 
 def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = None):
-    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result.
+    """One training run (resumed if `storage_path/name` holds checkpoints); returns Ray's Result, or raises
+    RunFailure where the workers stopped the run themselves (a full disk).
 
     With `logging` set, the run is opened in the trackers before Ray starts and every report is
     logged from here, the driver (see raygan/tracking.py).
@@ -252,12 +319,25 @@ def fit(cfg: Config, name: str, storage_path: str, started_at: float | None = No
     try:
         with session.ray_connection([(cfg.scaling, {})]):
             if tracker is None:
-                return trainer(cfg, name, storage_path, started_at=started_at).fit()
-            forward = reports.forward_reports()
-            with reports.logging_reports(forward, tracker.log):
-                result = trainer(cfg, name, storage_path, callbacks=[forward], started_at=started_at).fit()
-            return result
+                result = trainer(cfg, name, storage_path, started_at=started_at).fit()
+            else:
+                forward = reports.forward_reports()
+                with reports.logging_reports(forward, tracker.log):
+                    result = trainer(cfg, name, storage_path, callbacks=[forward], started_at=started_at).fit()
     finally:
         if tracker is not None:
             best = reports.result_best_checkpoint(result) if result is not None else None
-            tracker.finish(best, failed=result is None)
+            tracker.finish(best, failed=result is None or stopped_by(result) is not None)
+    raise_if_stopped(result)
+    return result
+
+
+def stopped_by(result) -> str | None:
+    """Why the workers stopped a run before its end (a full disk), as rank 0 said it; None if they did not."""
+    value = result.return_value
+    return value.get(ERROR) if isinstance(value, dict) else None
+
+
+def raise_if_stopped(result) -> None:
+    if (line := stopped_by(result)) is not None:
+        raise RunFailure(line)

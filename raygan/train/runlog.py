@@ -6,7 +6,8 @@
     RUN/tensorboard/events.out.*      the same scalars and grids for TensorBoard
 
 Storage may be briefly unreachable (an S3 outage): a failed write is kept and retried at the next
-report, and training goes on. `raygan report` reads these files.
+report, and training goes on. A full disk is not waited for: StorageFull stops the run (every file is
+written whole or not at all, so what is there stays readable). `raygan report` reads these files.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class RunLog:
         self.flush()
 
     def flush(self) -> bool:
-        """Write what is pending; on a storage error keep it for the next call. True when all is written."""
+        """Write what is pending; on a storage error keep it for the next call. True when all is written.
+        StorageFull (a full disk) goes up: it is no outage that passes."""
         for uri in list(self.pending):
             try:
                 storage.write_bytes(uri, self.pending[uri])

@@ -81,7 +81,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
     """One trial: the base config with this trial's sampled values, trained on Ray Train workers."""
     from ray import tune  # lazy, as in _pointer_checkpoint
 
-    from raygan.train.ray_train import trainer  # lazy: Ray and torch
+    from raygan.train.ray_train import raise_if_stopped, trainer  # lazy: Ray and torch
     from raygan.train.reports import drain, forward_reports
 
     cfg = trial_config(base, params)
@@ -124,6 +124,7 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
     runner.join()
     if "error" in outcome:
         raise outcome["error"]
+    raise_if_stopped(outcome["result"])  # a full disk: the trial fails with the line that says so
 
 
 def tune_trainable(base: dict, experiment_root: str, cache_root: str, resources):
