@@ -92,6 +92,25 @@ def test_an_incomplete_checkpoint_is_never_chosen(tmp_path, cfg_and_engine):
     assert len(list_checkpoints(run, complete_only=False)) == 2
 
 
+def test_a_run_resumes_from_its_newest_complete_checkpoint_even_one_ray_never_registered(tmp_path, cfg_and_engine):
+    """Rank 0 uploads a checkpoint before the report that registers it with Ray: a node lost in between
+    leaves a complete checkpoint newer than Ray's latest. The rerun continues from it, never from a
+    half-written one."""
+    import ray.train
+
+    from raygan.train.ray_train import resume_point
+
+    cfg, engine = cfg_and_engine
+    run = write_run(tmp_path / "run", cfg, engine, {100: 30.0, 150: None, 200: None})
+    (run / checkpoint_name(200) / MANIFEST).unlink()  # the node was lost during this upload
+    ray_latest = ray.train.Checkpoint(str(run / checkpoint_name(100)))
+    assert resume_point(ray_latest, str(run)).path.endswith(checkpoint_name(150))
+    assert resume_point(None, str(run)).path.endswith(checkpoint_name(150))  # Ray's bookkeeping lost altogether
+    newest = ray.train.Checkpoint(str(run / checkpoint_name(150)))
+    assert resume_point(newest, str(run)) is newest
+    assert resume_point(None, str(tmp_path / "new-run")) is None
+
+
 def test_runs_are_found_under_an_experiment_but_not_inside_checkpoints(tmp_path, cfg_and_engine):
     cfg, engine = cfg_and_engine
     write_run(tmp_path / "sweep" / "runs" / "b", cfg, engine, {1: None})

@@ -3,9 +3,9 @@
     result = fit(cfg, name="smoke", storage_path="/tmp/runs")   # ray.train.Result
 
 Rank 0 writes checkpoints; every rank reports at the same steps (Ray's report is a barrier).
-Running again with the same name and storage resumes from the latest checkpoint. A full disk stops the
-run: every rank leaves the loop at the same report, and rank 0's line says why (an error would be
-retried by Ray, train.max_failures times, each losing the steps since the last checkpoint). Beside it:
+Running again with the same name and storage resumes from the newest complete checkpoint. A full disk
+stops the run: every rank leaves the loop at the same report, and rank 0's line says why (an error would
+be retried by Ray, train.max_failures times, each losing the steps since the last checkpoint). Beside it:
 `raygan.train.session` (the Ray a command runs on), `raygan.train.reports` (what a report becomes on its
 way through Ray and back) and `raygan.train.bench` (the same workers, timed).
 """
@@ -30,7 +30,7 @@ from ray.train import CheckpointUploadMode
 from ray.train.v2.api.config import LoggingConfig
 
 from raygan import ray_private, storage
-from raygan.checkpoint import STATE, checkpoint_name, safe_load, upload_order, write_checkpoint
+from raygan.checkpoint import STATE, checkpoint_name, list_checkpoints, safe_load, upload_order, write_checkpoint
 from raygan.collectives import all_reduce_sum
 from raygan.config import Config, build_config
 from raygan.data import indexed_batches, load_dataset
@@ -104,7 +104,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     cfg, engine, batches, rank = worker.cfg, worker.engine, worker.batches, worker.rank
     bounded_d_loss = math.isfinite(engine.adversaries[0].spec.loss.d_min)  # D's loss has a floor (not a critic's)
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
-    checkpoint = ray.train.get_checkpoint()  # this run's latest (after a failure or a re-run)
+    checkpoint = resume_point(ray.train.get_checkpoint(), loop_config["run_uri"])  # after a failure or a re-run
     if checkpoint is None and loop_config.get("resume_from"):  # another run's (a PBT exploit)
         checkpoint = ray.train.Checkpoint(loop_config["resume_from"])
     if checkpoint is not None:
@@ -169,6 +169,16 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     if rank == 0 and getattr(batches, "skipped", 0):
         write_line(f"skipped {batches.skipped} undecodable files in {cfg.data.path}")
     return timing(summary, loop_config["started_at"])
+
+
+def resume_point(latest: ray.train.Checkpoint | None, run_uri: str) -> ray.train.Checkpoint | None:
+    """This run's newest complete checkpoint: Ray's latest, or a newer one in the run folder that Ray never
+    registered (rank 0 uploads before it reports, so a node lost or a run killed in between leaves one).
+    Every rank finds the same: nothing is written before all of them have loaded it."""
+    complete = list_checkpoints(run_uri)
+    if complete and (latest is None or storage.basename(complete[-1]) > storage.basename(latest.path)):
+        return ray.train.Checkpoint(complete[-1])
+    return latest
 
 
 class RunStopped(Exception):
