@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import run_module, smoke_sweep_in_s3, wait_for
+from live_cluster import ray_train_workers
 
 from raygan.cli import main
 
@@ -128,27 +129,6 @@ def test_an_incomplete_checkpoint_never_loads(s3, capsys):
 # real runs on S3
 
 
-def ray_train_workers(driver: subprocess.Popen) -> list[int]:
-    """PIDs of the live Ray Train workers below this driver, which started its own Ray (the raylet is its
-    child and starts the workers; Ray names them by actor class). Only its own: another test may be
-    training beside it."""
-    import psutil
-    import ray  # noqa: F401  puts the psutil it vendors on sys.path
-
-    try:
-        below = psutil.Process(driver.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    workers = []
-    for process in below:
-        try:
-            if " ".join(process.cmdline()).startswith("ray::RayTrainWorker"):
-                workers.append(process.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):  # ended (or a zombie) since the walk
-            continue
-    return sorted(workers)
-
-
 def complete_checkpoints(s3, bucket: str, run: str) -> set[str]:
     return {key.split("/")[-2] for key in s3.keys(bucket, run + "/") if key.endswith("/manifest.json")}
 
@@ -195,7 +175,7 @@ def test_train_on_s3_survives_a_killed_worker_resumes_and_reads_back(s3, tmp_pat
     try:
         # a second checkpoint in the bucket means Ray has registered the first (reports are processed in order)
         wait_for(lambda: len(complete_checkpoints(s3, bucket, "runs/ft")) >= 2, 300, "two checkpoints", run)
-        os.kill(wait_for(lambda: ray_train_workers(run), 60, "a Ray Train worker", run)[-1], signal.SIGKILL)
+        os.kill(wait_for(lambda: ray_train_workers(run.pid), 60, "a Ray Train worker", run)[-1], signal.SIGKILL)
         assert run.wait(timeout=600) == 0
     finally:
         if run.poll() is None:

@@ -75,12 +75,17 @@ def forward_reports(select: Select | None = None):
     """A Ray Train callback (it runs in the Train controller) that queues rank 0's reports, each with its
     checkpoint's URI, for the process that drains it (`drain`). `select(report, uri)` says what to queue
     (None: nothing); without it, every report."""
+    import ray
     from ray.train.v2.api.callback import UserCallback
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     class ForwardReports(UserCallback):
         def __init__(self):
-            self.queue = Queue(actor_options={"num_cpus": 0})
+            # on the reader's node, as Ray puts the Train controller on its driver's: the queue shares their
+            # fate, never a worker node's (a node lost would take the reports with it)
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
         def after_report(self, run_context, metrics, checkpoint):
             uri = checkpoint_uri(checkpoint) if checkpoint is not None else None
