@@ -98,17 +98,15 @@ def test_a_run_resumes_from_its_newest_complete_checkpoint_even_one_ray_never_re
     half-written one."""
     import ray.train
 
-    from raygan.train.ray_train import resume_point
+    from raygan.train.ray_train import newer_checkpoint
 
     cfg, engine = cfg_and_engine
     run = write_run(tmp_path / "run", cfg, engine, {100: 30.0, 150: None, 200: None})
     (run / checkpoint_name(200) / MANIFEST).unlink()  # the node was lost during this upload
-    ray_latest = ray.train.Checkpoint(str(run / checkpoint_name(100)))
-    assert resume_point(ray_latest, str(run)).path.endswith(checkpoint_name(150))
-    assert resume_point(None, str(run)).path.endswith(checkpoint_name(150))  # Ray's bookkeeping lost altogether
-    newest = ray.train.Checkpoint(str(run / checkpoint_name(150)))
-    assert resume_point(newest, str(run)) is newest
-    assert resume_point(None, str(tmp_path / "new-run")) is None
+    assert newer_checkpoint(ray.train.Checkpoint(str(run / checkpoint_name(100))), str(run)) == checkpoint_name(150)
+    assert newer_checkpoint(None, str(run)) == checkpoint_name(150)  # Ray's bookkeeping lost altogether
+    assert newer_checkpoint(ray.train.Checkpoint(str(run / checkpoint_name(150))), str(run)) is None
+    assert newer_checkpoint(None, str(tmp_path / "new-run")) is None
 
 
 def test_runs_are_found_under_an_experiment_but_not_inside_checkpoints(tmp_path, cfg_and_engine):

@@ -71,6 +71,24 @@ def test_resume_through_ray_equals_an_uninterrupted_run(ray_session, tmp_path):
     assert_same_weights(straight, resumed)
 
 
+def test_a_checkpoint_whose_report_was_cut_short_is_resumed_and_reported(ray_session, tmp_path):
+    """A node lost between rank 0's upload and Ray registering it leaves a complete checkpoint that Ray does
+    not know (here all of Ray's bookkeeping is gone: a run folder with just the checkpoint). The run resumes
+    from it and makes its report: Ray keeps the checkpoint, and its metrics (a sweep's evaluation) are not lost."""
+    from raygan.checkpoint import checkpoint_name, write_checkpoint
+    from raygan.train.step import GANEngine
+
+    cfg = build_config({**NO_BATCHNORM, "train": {**NO_BATCHNORM["train"], "steps": 5}}, ["scaling.num_workers=1"])
+    engine = GANEngine(cfg, channels=1, num_classes=10)
+    engine.step = 5
+    meta = {"step": 5, "evaluated": True, "fid": 42.0, "best_fid": 42.0, "best_step": 5, "new_best": True}
+    write_checkpoint(tmp_path / "cut" / checkpoint_name(5), engine, cfg, meta)
+    result = fit(cfg, "cut", str(tmp_path))
+    assert result.metrics["step"] == 5 and result.metrics["fid"] == 42.0
+    assert result.checkpoint.path.endswith(checkpoint_name(5))
+    assert checkpoint_name(5) in (tmp_path / "cut" / "checkpoint_manager_snapshot.json").read_text()
+
+
 def test_folder_streams_through_ray_data_to_two_workers(ray_session, tmp_path):
     import numpy as np
     from PIL import Image

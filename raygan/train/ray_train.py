@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 import ray.train
@@ -30,7 +30,15 @@ from ray.train import CheckpointUploadMode
 from ray.train.v2.api.config import LoggingConfig
 
 from raygan import ray_private, storage
-from raygan.checkpoint import STATE, checkpoint_name, list_checkpoints, safe_load, upload_order, write_checkpoint
+from raygan.checkpoint import (
+    STATE,
+    checkpoint_name,
+    list_checkpoints,
+    read_meta,
+    safe_load,
+    upload_order,
+    write_checkpoint,
+)
 from raygan.collectives import all_reduce_sum
 from raygan.config import Config, build_config
 from raygan.data import indexed_batches, load_dataset
@@ -104,7 +112,10 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     cfg, engine, batches, rank = worker.cfg, worker.engine, worker.batches, worker.rank
     bounded_d_loss = math.isfinite(engine.adversaries[0].spec.loss.d_min)  # D's loss has a floor (not a critic's)
     monitor = HealthMonitor(cfg.health, cfg.train.stop_on, cfg.train.patience, bounded_d_loss)
-    checkpoint = resume_point(ray.train.get_checkpoint(), loop_config["run_uri"])  # after a failure or a re-run
+    checkpoint = ray.train.get_checkpoint()  # this run's latest that Ray registered (after a failure or a re-run)
+    unregistered = newer_checkpoint(checkpoint, loop_config["run_uri"])  # one whose report was cut short
+    if unregistered is not None:
+        checkpoint = stored_checkpoint(unregistered)
     if checkpoint is None and loop_config.get("resume_from"):  # another run's (a PBT exploit)
         checkpoint = ray.train.Checkpoint(loop_config["resume_from"])
     if checkpoint is not None:
@@ -115,6 +126,8 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
             monitor.load_state_dict(state["health"])
         if rank == 0:
             write_line(f"resumed from step {engine.step}")
+    if unregistered is not None:  # its report now: Ray keeps the checkpoint, a sweep gets its evaluation
+        report_again(checkpoint, rank)
     evaluate = Evaluator(
         cfg, worker.channels, worker.num_classes, rank, worker.world_size, loop_config["storage_root"], engine.device
     )
@@ -171,14 +184,35 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     return timing(summary, loop_config["started_at"])
 
 
-def resume_point(latest: ray.train.Checkpoint | None, run_uri: str) -> ray.train.Checkpoint | None:
-    """This run's newest complete checkpoint: Ray's latest, or a newer one in the run folder that Ray never
-    registered (rank 0 uploads before it reports, so a node lost or a run killed in between leaves one).
-    Every rank finds the same: nothing is written before all of them have loaded it."""
+def newer_checkpoint(latest: ray.train.Checkpoint | None, run_uri: str) -> str | None:
+    """The name of this run's newest complete checkpoint where it is newer than Ray's latest: rank 0 uploads
+    a checkpoint before it reports it, so a node lost or a run killed in between leaves one that Ray never
+    registered. Every rank finds the same: nothing is written before all of them have loaded it."""
     complete = list_checkpoints(run_uri)
     if complete and (latest is None or storage.basename(complete[-1]) > storage.basename(latest.path)):
-        return ray.train.Checkpoint(complete[-1])
-    return latest
+        return storage.basename(complete[-1])
+    return None
+
+
+def stored_checkpoint(name: str) -> ray.train.Checkpoint:
+    """This run's checkpoint `name` as Ray names its own (its storage filesystem: one Ray will manage)."""
+    fs, path = ray_private.checkpoint_destination(name)
+    return ray.train.Checkpoint(path, fs)
+
+
+def report_again(checkpoint: ray.train.Checkpoint, rank: int) -> None:
+    """The report that a checkpoint's upload was made for, with the metrics it keeps in meta.json; every
+    rank reports, rank 0 with the checkpoint (Ray's report is a barrier)."""
+    meta = read_meta(storage.uri_of(checkpoint.filesystem, checkpoint.path))
+    metrics = {key: value for key, value in meta.items() if key not in ("channels", "num_classes")}
+    if metrics.get("fid") is None:  # taken between evaluations: unscored
+        metrics.pop("fid", None)
+    ray.train.report(
+        reports.ray_metrics(cast(TrainReport, metrics), with_checkpoint=True),
+        checkpoint=checkpoint if rank == 0 else None,
+        checkpoint_dir_name=storage.basename(checkpoint.path),
+        checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD,
+    )
 
 
 class RunStopped(Exception):
