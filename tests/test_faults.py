@@ -382,3 +382,25 @@ def test_a_sweep_that_loses_a_node_finishes_every_trial_once_with_its_best_check
         f"resumed {watch.resumed_at - lost['killed_at']:.1f} s after the kill"
         + (f", back at step {at_kill['reported']} {back - lost['killed_at']:.1f} s after it" if back else "")
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# a chaos sweep: Train workers killed at random (benchmarks/chaos_sweep.py, small)
+
+
+def test_a_sweep_whose_train_workers_are_killed_at_random_finishes_every_trial_once(tmp_path):
+    """8 trials of 160 steps, 2 at a time; 3 Train workers killed (seeded), each once it has trained a while."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/chaos_sweep.py", "--trials", "8", "--steps", "160", "--kills", "3"]
+        + ["--every", "8", "--min-age", "8", "--no-baseline", "--out", str(tmp_path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    print("\n" + "\n".join(result.stdout.strip().splitlines()[:-1]))
+    figures = last_json(result.stdout)["faults"]
+    assert len(figures["kills"]) >= 2 and figures["resumes"] >= 1, figures  # it lived through them
+    assert figures["trials"] == figures["completed"] == figures["run_folders"] == 8, figures
+    assert figures["unique_trials"] == 8 and figures["best_checkpoint_loads"], figures
