@@ -430,9 +430,9 @@ def test_a_learning_rate_schedule_resumes_where_it_was():
     cfg = tiny("optim.g.lr_end=2e-5", "optim.d.lr_end=1e-5")
     engine, _ = make(cfg)
     engine.set_progress(0.5)
-    lrs = {name: opt.param_groups[0]["lr"] for name, opt in engine._optimizers()}
+    lrs = {name: opt.param_groups[0]["lr"] for name, opt, _ in engine._optimizers()}
     assert lrs == pytest.approx({"G": 1.1e-4, "D": 1.05e-4}, rel=1e-9)  # halfway down each cosine
     restored, _ = make(cfg)
     restored.load_state_dict(copy.deepcopy(engine.state_dict()))
     assert restored.progress == 0.5
-    assert {name: opt.param_groups[0]["lr"] for name, opt in restored._optimizers()} == lrs
+    assert {name: opt.param_groups[0]["lr"] for name, opt, _ in restored._optimizers()} == lrs

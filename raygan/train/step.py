@@ -427,26 +427,22 @@ class GANEngine:
         if self.cfg.train.augment:
             out["augment_p"] = self.augment_p
         out.update(
-            {f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt in self._optimizers()}
+            {f"lr_{name.lower()}": opt.param_groups[0]["lr"] for name, opt, _ in self._optimizers()}
         )  # PBT may change them
         self._sums, self._counts = {}, {}
         return out
 
     def _optimizers(self):
-        yield "G", self.opt_G
+        """(name, optimizer, its config) for G and each adversary."""
+        yield "G", self.opt_G, self.cfg.optim.g
         for adv in self.adversaries:
-            yield adv.spec.name, adv.optimizer
-
-    def _optimizer_configs(self):
-        yield self.opt_G, self.cfg.optim.g
-        for adv in self.adversaries:
-            yield adv.optimizer, adv.opt_cfg
+            yield adv.spec.name, adv.optimizer, adv.opt_cfg
 
     def set_progress(self, progress: float) -> None:
         """Move the learning-rate schedules (`optim.*.lr_end`) to `progress` through the run; the loop calls
         it at report steps, where every rank agrees on the run's progress."""
         self.progress = progress
-        for optimizer, cfg in self._optimizer_configs():
+        for _, optimizer, cfg in self._optimizers():
             for group in optimizer.param_groups:
                 group["lr"] = scheduled_lr(cfg, progress)
 
