@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,9 @@ TINY = {
 
 @pytest.mark.slow
 def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
-    """G frozen (its loss never above 1000) cannot improve: ASHA stops it at the first milestone."""
+    """G frozen (its loss never above 1000) cannot improve: ASHA stops it at the first milestone. The pointer
+    checkpoints a trial hands Tune leave nothing behind in the temporary folder."""
+    pointers_before = set(Path(tempfile.gettempdir()).glob("raygan-pointer-*"))
     cfg = build_config(
         {
             **TINY,
@@ -86,6 +89,7 @@ def test_asha_stops_a_deliberately_bad_trial(ray_session, tmp_path):
     assert Path(result["best_checkpoint"], "generator.pt").is_file()
     summary = json.loads((tmp_path / "asha" / "summary.json").read_text())
     assert len(summary) == 2 and (tmp_path / "asha" / "summary.csv").is_file()
+    assert set(Path(tempfile.gettempdir()).glob("raygan-pointer-*")) <= pointers_before
 
 
 def _searcher_study(experiment: Path):

@@ -47,10 +47,9 @@ def _earlier_best(checkpoint: str, best_step: int) -> str | None:
     return candidate if is_complete(candidate) else None
 
 
-def _pointer_checkpoint(train_checkpoint: str, trial_id: str, step: int):
+def _pointer_checkpoint(folder: str, train_checkpoint: str, trial_id: str, step: int):
     from ray import tune  # lazy: importing raygan.tune (the CLI, --dry-run) does not start Ray's import
 
-    folder = tempfile.mkdtemp(prefix="raygan-pointer-")
     Path(folder, POINTER).write_text(json.dumps({"path": train_checkpoint, "trial": trial_id, "step": step}))
     return tune.Checkpoint.from_directory(folder)
 
@@ -114,9 +113,13 @@ def trial(params: dict, base: dict, experiment_root: str, cache_root: str) -> No
             outcome["error"] = e
 
     def report(evaluation: TrainReport, checkpoint_path: str | None) -> None:
-        pointer = _pointer_checkpoint(checkpoint_path, trial_id, evaluation["step"]) if checkpoint_path else None
         run = storage.join(experiment_root, RUNS, run_name)  # the trackers find its grids there
-        tune.report({**evaluation, "run": run}, checkpoint=pointer)
+        if checkpoint_path is None:
+            tune.report({**evaluation, "run": run})
+            return
+        with tempfile.TemporaryDirectory(prefix="raygan-pointer-") as folder:  # Tune copies it before returning
+            pointer = _pointer_checkpoint(folder, checkpoint_path, trial_id, evaluation["step"])
+            tune.report({**evaluation, "run": run}, checkpoint=pointer)
 
     runner = threading.Thread(target=fit, daemon=True)
     runner.start()
