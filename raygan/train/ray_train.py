@@ -136,9 +136,10 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
     run_log = RunLog(loop_config["run_uri"], engine.step) if rank == 0 else None
     grid_z, grid_labels, grid_columns = grid_latents(cfg, worker.num_classes)
 
-    kept = [checkpoint.path if checkpoint is not None else None]  # the newest complete checkpoint: what a rerun resumes
+    kept = checkpoint.path if checkpoint is not None else None  # the newest complete checkpoint: what a rerun resumes
 
     def report(metrics: TrainReport, with_checkpoint: bool) -> None:
+        nonlocal kept
         full = None  # rank 0's StorageFull: the run files or the checkpoint could not be written
         checkpoint = None
         if rank == 0:
@@ -149,7 +150,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
                 run_log.record(metrics, grid)
                 if with_checkpoint:
                     checkpoint = save_checkpoint(engine, cfg, metrics, {"health": monitor.state_dict()}, grid)
-                    kept[0] = checkpoint.path
+                    kept = checkpoint.path
             except StorageFull as e:
                 full = e
         # every rank reports, and as often: Ray's report is a barrier (rank 0's checkpoint is uploaded by now)
@@ -160,7 +161,7 @@ def train_worker(loop_config: dict[str, Any]) -> dict | None:
             checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD,
         )
         if any_rank(full is not None):  # the ranks stop together, at the same report
-            raise RunStopped(storage_full_line(full, engine.step, kept[0]) if full is not None else None)
+            raise RunStopped(storage_full_line(full, engine.step, kept) if full is not None else None)
 
     progress = write_line if rank == 0 else None
     try:
