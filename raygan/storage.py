@@ -251,14 +251,21 @@ def no_space(error: BaseException) -> str | None:
     return None
 
 
-def write_file(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
-    """`data` to `path` in `fs`, whole or not at all; a full disk raises StorageFull naming `path`."""
+@contextlib.contextmanager
+def full_disk_names(path: str):
+    """Within it, an OSError for want of space becomes StorageFull naming `path`; any other passes as it is."""
     try:
-        _write_file(fs, path, data)
+        yield
     except OSError as e:
         if reason := no_space(e):
             raise StorageFull(path, reason) from None
         raise
+
+
+def write_file(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
+    """`data` to `path` in `fs`, whole or not at all; a full disk raises StorageFull naming `path`."""
+    with full_disk_names(path):
+        _write_file(fs, path, data)
 
 
 def _write_file(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:

@@ -243,12 +243,8 @@ def save_checkpoint(engine, cfg: Config, metrics: TrainReport, extra_state: dict
     """Rank 0's checkpoint, written to a temporary folder and uploaded to the run's storage."""
     with tempfile.TemporaryDirectory() as folder:
         grid_png = png_bytes(grid) if grid is not None else None
-        try:
+        with storage.full_disk_names(folder):  # the local disk
             write_checkpoint(Path(folder), engine, cfg, metrics, extra_state, grid_png)
-        except OSError as e:  # the local disk is full
-            if reason := storage.no_space(e):
-                raise StorageFull(e.filename or folder, reason) from None
-            raise
         return upload_checkpoint(Path(folder), checkpoint_name(engine.step))
 
 
