@@ -75,11 +75,12 @@ def smoke_run(tmp_path_factory):
     return storage, result
 
 
-def smoke_sweep_in_s3(s3_server, bucket: str) -> tuple[str, subprocess.CompletedProcess]:
-    """`python -m raygan.tune tune_configs/smoke.yaml` stored in S3 as on a cluster, in its own bucket:
-    (the experiment's URI, the finished process). A test file that wants a sweep runs its own (a module
-    fixture), so that no file reads what another one changed."""
-    storage = f"s3://{s3_server.bucket(bucket)}/sweeps"
+@pytest.fixture(scope="session")
+def smoke_sweep(s3_server) -> tuple[str, subprocess.CompletedProcess]:
+    """`python -m raygan.tune tune_configs/smoke.yaml` (2 trials of 2 DDP workers) stored in S3 as on a
+    cluster, once per session: (the experiment's URI, the finished process). The report reads it and
+    test_s3 resumes it, which trains nothing and leaves every run's files as they were."""
+    storage = f"s3://{s3_server.bucket('raygan-smoke')}/sweeps"
     result = run_module(
         "raygan.tune",
         "tune_configs/smoke.yaml",

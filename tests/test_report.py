@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
-from conftest import run_module, smoke_sweep_in_s3
+from conftest import run_module
 from PIL import Image
 
 from raygan.cli import main
@@ -518,12 +518,6 @@ def test_report_on_a_real_smoke_run(smoke_run, tmp_path):
     assert missing_references(tmp_path / "out") == []
     if CHROMIUM:
         assert set(images_in_chromium(tmp_path / "out" / "index.html", tmp_path / "profile").values()) == {"yes"}
-
-
-@pytest.fixture(scope="module")
-def smoke_sweep(s3_server):
-    """The smoke sweep (2 trials of 2 DDP workers) with an s3:// storage path, which the report reads."""
-    return smoke_sweep_in_s3(s3_server, "raygan-report-sweep")
 
 
 @pytest.mark.slow

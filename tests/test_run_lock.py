@@ -153,9 +153,10 @@ def test_two_trains_on_one_run_the_second_refused_and_a_killed_holder_resumed_fr
 
     from raygan.checkpoint import list_checkpoints
 
+    steps = 250  # the holder is killed after its second checkpoint (50) and a refused command (seconds)
     run = tmp_path / "contested"
     command = [sys.executable, "-m", "raygan.cli", "train", "tune_configs/smoke.yaml", "--name", "contested"]
-    command += ["--storage", str(tmp_path), "--set", "train.steps=400", "--set", "train.checkpoint_every=25"]
+    command += ["--storage", str(tmp_path), "--set", f"train.steps={steps}", "--set", "train.checkpoint_every=25"]
     command += ["--set", "train.eval_every=200", "--set", "train.keep_checkpoints=30", "--set", "scaling.num_workers=1"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -167,10 +168,10 @@ def test_two_trains_on_one_run_the_second_refused_and_a_killed_holder_resumed_fr
     finally:
         kill_tree(first)
     last = int(list_checkpoints(run)[-1].rsplit("_", 1)[1])
-    assert last < 400 and lock_of(run)["pid"] == first.pid  # the dead holder's lock is still there
+    assert last < steps and lock_of(run)["pid"] == first.pid  # the dead holder's lock is still there
     third = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert json.loads(third.stdout.strip().splitlines()[-1])["step"] == 400
+    assert json.loads(third.stdout.strip().splitlines()[-1])["step"] == steps
     resumed = int(re.search(r"resumed from step (\d+)", third.stdout + third.stderr).group(1))
     # Ray registers a checkpoint just after its upload: a kill in between resumes from the one before
     assert resumed in (last, last - 25), (resumed, last)

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import run_module, smoke_sweep_in_s3, wait_for
+from conftest import run_module, wait_for
 from live_cluster import ray_train_workers
 
 from raygan.cli import main
@@ -320,13 +320,6 @@ def test_a_storage_outage_mid_run_delays_checkpoints_but_the_run_finishes(s3, tm
     everything = list_checkpoints(f"s3://{bucket}/runs/outage", complete_only=False)
     assert everything and all(is_complete(c) for c in everything)
     assert everything[-1].endswith("checkpoint_0000250")
-
-
-@pytest.fixture(scope="module")
-def smoke_sweep(s3_server):
-    """The smoke sweep (2 trials of 2 DDP workers) with an s3:// storage path; this file's own, since the
-    test resumes it."""
-    return smoke_sweep_in_s3(s3_server, "raygan-smoke")
 
 
 @pytest.mark.slow

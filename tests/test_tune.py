@@ -175,7 +175,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trial
 
 @pytest.mark.slow
 def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(ray_session, tmp_path):
-    """Two trials in lockstep, perturbation points every evaluation (5 in all).
+    """Two trials in lockstep, perturbation points every evaluation (4 in all).
 
     PBT scores a trial only at its perturbation points and clones only a top trial that has saved at
     one, so with two trials of different scores an exploit happens by the third point at the latest.
@@ -186,7 +186,7 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
     cfg = build_config(
         {
             **TINY,
-            "train": {**TINY["train"], "steps": 100, "keep_checkpoints": 10},
+            "train": {**TINY["train"], "steps": 80, "keep_checkpoints": 10},
             "tune": {
                 "num_samples": 1,
                 "max_concurrent": 2,
@@ -231,7 +231,7 @@ def test_pbt_exploit_continues_from_the_donor_step_with_its_own_mutated_values(r
     for run in exploits:  # sorted by step: each trial's latest run wins
         final[run.name.split("-from-")[0]]["latest_run"] = run
     for row in final.values():
-        assert row["last_step"] == 100 and row["stop_reason"] == "completed"
+        assert row["last_step"] == cfg.train.steps and row["stop_reason"] == "completed"
         if "latest_run" in row and read_metrics(str(row["latest_run"])):  # an empty last run has no config.json
             assert row["optim.g.lr"] == pytest.approx(run_config(row["latest_run"])["optim"]["g"]["lr"])
 
@@ -579,7 +579,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_
             {
                 **TINY,
                 "tune": {
-                    "num_samples": 2,
+                    "num_samples": 1,
                     "max_concurrent": 1,
                     "scheduler": {"name": "fifo"},
                     "max_failures": 1,
@@ -595,7 +595,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_with_the_first_error_after_the_
     assert code == 1 and err[-1].startswith("error: every trial failed; the first: "), err[-5:]
     assert "runs" in err[-1] and "Error" in err[-1], err[-1]  # what failed, not only which process
     errors = sorted((tmp_path / "sweep").glob("trial_*/error.txt"))
-    assert len(errors) == 2 and all("Failure # 2" in e.read_text() for e in errors)  # tried twice each
+    assert len(errors) == 1 and "Failure # 2" in errors[0].read_text()  # tried twice
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert all(row["stop_reason"].startswith("error: ") for row in summary)
 
