@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from raygan.data import digits
-from raygan.metrics.label_check import DigitClassifier, accuracy_by_class, label_accuracy
+from raygan.metrics.label_check import DigitClassifier, accuracy_by_class, label_accuracy, real_spread
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,23 @@ def test_label_accuracy_scores_what_was_asked_for(judge):
         RealDigitsAsGenerator(shift=1), judge, per_class=30
     )  # every label answered by the next digit
     assert wrong["accuracy"] < 0.1
+
+
+class OneImagePerLabel(RealDigitsAsGenerator):
+    """A conditional G that ignores z: the first real test digit of the label, every time."""
+
+    def forward(self, z, labels):
+        firsts = [torch.nonzero(self.test.labels == k)[0, 0] for k in labels.tolist()]
+        return self.test.images[torch.stack(firsts)]
+
+
+def test_within_label_spread_is_the_real_digits_for_real_digits_and_zero_when_z_is_ignored(judge):
+    real = real_spread()
+    assert 0.1 < real < 0.5  # digits of one class differ, far less than a digit differs from blank paper
+    assert label_accuracy(RealDigitsAsGenerator(shift=0), judge, per_class=150)["spread"] == pytest.approx(
+        real, rel=0.1
+    )
+    assert label_accuracy(OneImagePerLabel(shift=0), judge, per_class=30)["spread"] == 0.0
 
 
 @pytest.mark.slow  # 1,000 training steps: 15 s

@@ -1,7 +1,8 @@
 """Does a conditional generator draw the digit it is asked for? Judged by an independent classifier.
 
     classifier = DigitClassifier.fit()                       # scikit-learn SVC on the real 8x8 digits
-    result = label_accuracy(G, classifier, per_class=500)    # {"accuracy", "per_class", "worst_class"}
+    result = label_accuracy(G, classifier, per_class=500)    # {"accuracy", "per_class", "worst_class", "spread"}
+    real_spread()                                            # the same spread of the real test digits
 
 The judge is not the FID feature network: it is a support-vector classifier fitted on scikit-learn's
 8x8 training digits (raygan's training split), and generated images are brought back to that form:
@@ -15,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from raygan.data import _digits_arrays, resize
+from raygan.data import _digits_arrays, digits, resize
 from raygan.images import generate
 
 NATIVE_SIZE = 8
@@ -55,14 +56,36 @@ def label_accuracy(
     seed: int = CHECK_SEED,
     device="cpu",
 ) -> dict:
-    """Share of samples drawn for label k that the classifier reads as k, overall and per class."""
+    """Share of samples drawn for label k that the classifier reads as k, overall and per class, and how
+    much the samples of one label differ (`spread`, as `within_label_spread`)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(per_class)
     z = torch.randn(len(labels), G.latent_dim, generator=g)
     images = generate(G, z, labels, device=device)
     if images.shape[1] != 1:
         raise ValueError(f"the digit check needs 1-channel images, got {images.shape[1]} channels")
-    return accuracy_by_class(classifier.predict(images), labels.numpy(), num_classes)
+    native = to_native(images)
+    return {
+        **accuracy_by_class(classifier.model.predict(native), labels.numpy(), num_classes),
+        "spread": within_label_spread(native, labels.numpy(), num_classes),
+    }
+
+
+def within_label_spread(native: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> float:
+    """How much images of one label differ: the mean over labels of the RMS pixel difference between two
+    images of that label, as the judge sees them (8x8, [0, 16] taken to [0, 1]). A G that ignores z: 0."""
+    spreads = []
+    for k in range(num_classes):
+        images = torch.from_numpy(native[labels == k] / 16).float()
+        spreads.append((torch.pdist(images) / math.sqrt(images.shape[1])).mean().item())
+    return float(np.mean(spreads))
+
+
+def real_spread() -> float:
+    """`within_label_spread` of the real test digits, upsampled to 32x32 as raygan trains on them and
+    brought back to 8x8 as samples are."""
+    test = digits("test", 32)
+    return within_label_spread(to_native(test.images), test.labels.numpy())
 
 
 def accuracy_by_class(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
