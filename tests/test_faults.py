@@ -389,10 +389,11 @@ def test_a_sweep_that_loses_a_node_finishes_every_trial_once_with_its_best_check
 
 
 def test_a_sweep_whose_train_workers_are_killed_at_random_finishes_every_trial_once(tmp_path):
-    """4 trials of 160 steps, 2 at a time; 2 Train workers killed (seeded), each once it has trained a while."""
+    """4 trials of 640 steps, 2 at a time; 2 Train workers killed (seeded), each old enough (15 s) to be past
+    its first checkpoint (a worker spends its first seconds starting; 160 steps then train in 2-5 s)."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/chaos_sweep.py", "--trials", "4", "--steps", "160", "--kills", "2"]
-        + ["--every", "8", "--min-age", "8", "--no-baseline", "--out", str(tmp_path), "--json"],
+        [sys.executable, "benchmarks/chaos_sweep.py", "--trials", "4", "--steps", "640", "--kills", "2"]
+        + ["--every", "8", "--min-age", "15", "--no-baseline", "--out", str(tmp_path), "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
