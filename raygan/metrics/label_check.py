@@ -45,7 +45,11 @@ class DigitClassifier:
         return cls(model, float((model.predict(flat[is_test]) == labels[is_test]).mean()))
 
     def predict(self, images: torch.Tensor) -> np.ndarray:
-        return self.model.predict(to_native(images))
+        return self.read(to_native(images))
+
+    def read(self, native: np.ndarray) -> np.ndarray:
+        """The labels of images already in the judge's form (`to_native`)."""
+        return self.model.predict(native)
 
 
 def label_accuracy(
@@ -66,7 +70,7 @@ def label_accuracy(
         raise ValueError(f"the digit check needs 1-channel images, got {images.shape[1]} channels")
     native = to_native(images)
     return {
-        **accuracy_by_class(classifier.model.predict(native), labels.numpy(), num_classes),
+        **accuracy_by_class(classifier.read(native), labels.numpy(), num_classes),
         "spread": within_label_spread(native, labels.numpy(), num_classes),
     }
 
