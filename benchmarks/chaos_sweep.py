@@ -152,13 +152,15 @@ def check(experiment: Path, config: dict, output: str) -> dict:
     rows = read_summary(str(experiment)) or []
     steps = config["train"]["steps"]
     summary = json.loads(output.strip().splitlines()[-1])
+    without_best = [r["trial"] for r in rows if not (r["best_checkpoint"] and is_complete(r["best_checkpoint"]))]
     load_generator(summary["best_checkpoint"])  # raises if it does not load
     return {
         "trials": summary["trials"],
         "unique_trials": len({row["trial"] for row in rows}),
         "completed": sum(row["stop_reason"] == "completed" and row["last_step"] == steps for row in rows),
         "run_folders": len(list((experiment / RUNS).iterdir())),
-        "best_checkpoints_complete": all(is_complete(row["best_checkpoint"]) for row in rows),
+        "best_checkpoints_complete": not without_best,
+        "trials_without_complete_best": without_best,
         "best_checkpoint_loads": True,
         "best_fid": summary["best_fid"],
         "resumes": len(re.findall(r"resumed from step \d+", output)),
@@ -197,7 +199,10 @@ def main() -> None:
         print(json.dumps(figures))
     broken = [label for label, f in figures.items() if not holds(f, args.trials)]
     if broken:
-        raise SystemExit(f"not every trial finished once with complete best checkpoints: {', '.join(broken)}")
+        raise SystemExit(
+            f"not every trial finished once with complete best checkpoints: {', '.join(broken)}\n"
+            + json.dumps({label: figures[label] for label in broken})
+        )
 
 
 def holds(figures: dict, trials: int) -> bool:
