@@ -159,7 +159,6 @@ def check(experiment: Path, config: dict, output: str) -> dict:
         "unique_trials": len({row["trial"] for row in rows}),
         "completed": sum(row["stop_reason"] == "completed" and row["last_step"] == steps for row in rows),
         "run_folders": len(list((experiment / RUNS).iterdir())),
-        "best_checkpoints_complete": not without_best,
         "trials_without_complete_best": without_best,
         "best_checkpoint_loads": True,
         "best_fid": summary["best_fid"],
@@ -208,7 +207,7 @@ def main() -> None:
 def holds(figures: dict, trials: int) -> bool:
     """Every trial once, completed at its last step, in one run folder, its best checkpoint complete."""
     counts = ("trials", "unique_trials", "completed", "run_folders")
-    return all(figures[key] == trials for key in counts) and figures["best_checkpoints_complete"]
+    return all(figures[key] == trials for key in counts) and not figures["trials_without_complete_best"]
 
 
 if __name__ == "__main__":
